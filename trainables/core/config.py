@@ -1,0 +1,295 @@
+"""`TrainConfig`: every training choice in one typed dataclass.
+
+Field names are the names search spaces use, the flags `mixtune train` takes, the keys
+of an exported YAML file and the params logged to MLflow. Validation lives here and only
+here: the CLI parses, the search spaces suggest, this module decides what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value or file that mixtune cannot use; the message is one line."""
+
+
+# Methods: which pairing draws partners, and whether K interpolations and the
+# dual-contrastive (Infinite Class Mixup) objective apply. One table, read by mixing and fit.
+@dataclass(frozen=True)
+class MethodSpec:
+    pairing: str | None  # None (no mixing) | "random" | "cluster"
+    multi: bool = False  # K sorted interpolations per pair (Multi-Mix)
+    contrastive: bool = False  # Infinite Class Mixup dual-contrastive loss
+
+
+METHODS: dict[str, MethodSpec] = {
+    "none": MethodSpec(None),
+    "mixup": MethodSpec("random"),
+    "icm": MethodSpec("cluster"),
+    "multimix": MethodSpec("random", multi=True),
+    "icm_multimix": MethodSpec("cluster", multi=True),
+    "infinite_class": MethodSpec("random", contrastive=True),
+    "icm_infinite_class": MethodSpec("cluster", contrastive=True),
+}
+
+DATASETS = ("digits", "mnist", "cifar10", "cifar100", "npz")
+MODELS = ("auto", "mlp", "cnn", "resnet18", "resnet34")
+LABELS = ("ordinary", "complementary")
+ORDINARY_LOSSES = ("ce",)
+COMPLEMENTARY_LOSSES = ("scl_nl", "scl_exp", "fwd", "ure_ga", "ure_tnn", "pc")
+MIX_LEVELS = ("input", "manifold", "cutmix")
+CLUSTER_FEATURES = ("raw", "pca")
+CL_TYPES = ("uniform", "multiple", "biased")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("cosine", "step", "none")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Defaults: complementary-label learning on digits with an MLP."""
+
+    # --- data -------------------------------------------------------------------------
+    dataset: str = "digits"
+    """digits (embedded) | mnist (idx files in data_dir) | cifar10 | cifar100 (torchvision root) | npz (file)."""
+    data_dir: str | None = None
+    """Directory (mnist, cifar*) or .npz file path; not used for digits."""
+    train_fraction: float = 0.8
+    """For datasets shipped as one split (digits, an MNIST test set alone): share kept for training."""
+    augment: bool = False
+    """Random flips and 4-pixel crops, batched on the device (for CIFAR-style images)."""
+
+    # --- labels -----------------------------------------------------------------------
+    labels: str = "complementary"
+    """ordinary (true labels) | complementary (labels each example does NOT have)."""
+    cl_type: str = "uniform"
+    """How complementary labels are drawn: uniform | multiple (num_cl per example) | biased (transition matrix)."""
+    num_cl: int = 1
+    """Complementary labels per example (cl_type=multiple)."""
+    cl_noise: float = 0.0
+    """Share of examples whose complementary label is wrong (equal to the true class), in [0, 1)."""
+    imbalance_ratio: float = 1.0
+    """Largest / smallest class size of the training set after subsampling (1 = balanced)."""
+
+    # --- model, loss, method ------------------------------------------------------------
+    model: str = "auto"
+    """mlp | cnn | resnet18 | resnet34; auto picks mlp for 8x8 and 28x28, resnet18 for 32x32."""
+    hidden: int = 256
+    """Width of the MLP's hidden layers and base width of the CNN."""
+    loss: str = "auto"
+    """ce (ordinary) | scl_nl | scl_exp | fwd | ure_ga | ure_tnn | pc (complementary); auto = ce or scl_nl."""
+    method: str = "none"
+    """none | mixup | icm | multimix | icm_multimix | infinite_class | icm_infinite_class."""
+    alpha: float = 1.0
+    """Mixing weights are drawn from Beta(alpha, alpha); > 0."""
+    k: int = 10
+    """Number of k-means clusters for ICM pairing; >= 1."""
+    K: int = 1
+    """Interpolations per pair (Multi-Mix); >= 1; > 1 only with multimix methods."""
+    mix_level: str = "input"
+    """input (mixup of inputs) | manifold (mix a hidden layer) | cutmix (paste boxes)."""
+    contrastive_weight: float = 1.0
+    """Infinite Class Mixup: weight of the dual-contrastive loss vs plain mixed CE, in [0, 1]; 1 = paper."""
+    contrastive_balance: float = 0.5
+    """Infinite Class Mixup: share of the row (per-example) direction vs columns, in [0, 1]; 0.5 = paper."""
+    cluster_features: str = "pca"
+    """Features k-means runs on: raw (pixels) | pca (pca_dim components); both L2-normalised."""
+    pca_dim: int = 32
+    """Components kept for cluster_features=pca."""
+
+    # --- optimisation --------------------------------------------------------------------
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adam"
+    """adam | adamw | sgd (momentum 0.9, nesterov)."""
+    schedule: str = "cosine"
+    """cosine | step (x0.1 at 50% and 75% of epochs) | none."""
+    seed: int = 0
+    """Seeds the model, complementary labels, batches, pairing and mixing weights."""
+
+    # --- execution -----------------------------------------------------------------------
+    device: str = "auto"
+    """auto (cuda if available) | cpu | cuda | cuda:N."""
+    precision: str = "auto"
+    """auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16."""
+    compile: bool = False
+    """torch.compile the model (worth it on a GPU for long runs)."""
+    cache_dir: str | None = None
+    """Where k-means clusterings are cached; default $MIXTUNE_CACHE or ~/.cache/mixtune."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def method_spec(self) -> MethodSpec:
+        return METHODS[self.method]
+
+    @property
+    def resolved_loss(self) -> str:
+        if self.loss != "auto":
+            return self.loss
+        return "ce" if self.labels == "ordinary" else "scl_nl"
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Raise ConfigError (one line, naming the field) for any value mixtune cannot use."""
+        _check_types(self)
+
+        def choice(name: str, allowed: tuple[str, ...]) -> None:
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+
+        choice("dataset", DATASETS)
+        choice("model", MODELS)
+        choice("labels", LABELS)
+        choice("method", tuple(METHODS))
+        choice("mix_level", MIX_LEVELS)
+        choice("cluster_features", CLUSTER_FEATURES)
+        choice("cl_type", CL_TYPES)
+        choice("optimizer", OPTIMIZERS)
+        choice("schedule", SCHEDULES)
+        choice("precision", PRECISIONS)
+        losses = ORDINARY_LOSSES if self.labels == "ordinary" else COMPLEMENTARY_LOSSES
+        if self.loss != "auto" and self.loss not in losses:
+            raise ConfigError(
+                f"loss={self.loss!r} does not apply to labels={self.labels}; use one of {', '.join(losses)}"
+            )
+
+        def at_least(name: str, low: float) -> None:
+            if getattr(self, name) < low:
+                raise ConfigError(f"{name}={getattr(self, name)} must be >= {low}")
+
+        def within(name: str, low: float, high: float, high_open: bool = False) -> None:
+            v = getattr(self, name)
+            if not (low <= v < high if high_open else low <= v <= high):
+                raise ConfigError(f"{name}={v} must be in [{low}, {high}{')' if high_open else ']'}")
+
+        if not (self.alpha > 0 and math.isfinite(self.alpha)):
+            raise ConfigError(f"alpha={self.alpha} must be a finite number > 0")
+        at_least("k", 1)
+        at_least("K", 1)
+        at_least("num_cl", 1)
+        at_least("hidden", 1)
+        at_least("pca_dim", 1)
+        at_least("epochs", 1)
+        at_least("batch_size", 1)
+        at_least("seed", 0)
+        at_least("imbalance_ratio", 1.0)
+        within("contrastive_weight", 0.0, 1.0)
+        within("contrastive_balance", 0.0, 1.0)
+        within("cl_noise", 0.0, 1.0, high_open=True)
+        within("train_fraction", 0.0, 1.0, high_open=True)
+        if self.train_fraction <= 0:
+            raise ConfigError(f"train_fraction={self.train_fraction} must be in (0, 1)")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr={self.lr} must be a finite number > 0")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ConfigError(f"weight_decay={self.weight_decay} must be a finite number >= 0")
+        if self.K > 1 and not self.method_spec.multi:
+            raise ConfigError(f"K={self.K} needs a Multi-Mix method (multimix, icm_multimix), not method={self.method}")
+        if self.method_spec.contrastive and self.mix_level != "input":
+            raise ConfigError(f"method={self.method} mixes inputs only; mix_level={self.mix_level} is not supported")
+        if self.cl_type == "multiple" and self.labels == "complementary" and self.num_cl < 1:
+            raise ConfigError("num_cl must be >= 1")
+        if self.num_cl > 1 and self.cl_type != "multiple":
+            raise ConfigError(f"num_cl={self.num_cl} needs cl_type=multiple, not {self.cl_type}")
+        if self.dataset in ("mnist", "cifar10", "cifar100", "npz") and not self.data_dir:
+            raise ConfigError(f"dataset={self.dataset} needs data_dir (a directory, or the .npz file)")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device={self.device!r} is not auto, cpu, cuda or cuda:N")
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> TrainConfig:
+        """Build from a mapping; unknown keys and wrong types are a ConfigError."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: expected a mapping of TrainConfig fields, got {type(values).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) {', '.join(map(str, unknown))}")
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> TrainConfig:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from None
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}: malformed YAML{where}") from None
+        if values is None:
+            values = {}
+        return cls.from_dict(values, source=str(path))
+
+    def to_yaml(self, path: str | os.PathLike) -> Path:
+        """Write atomically (temp file + rename): a crash never leaves half a config."""
+        return write_text_atomic(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def field_types() -> dict[str, type]:
+    """Field name -> the plain Python type a value must have (str for `str | None`)."""
+    hints = get_type_hints(TrainConfig)
+    out: dict[str, type] = {}
+    for f in fields(TrainConfig):
+        hint = hints[f.name]
+        args = getattr(hint, "__args__", None)
+        out[f.name] = next(a for a in args if a is not type(None)) if args else hint
+    return out
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    hints = get_type_hints(TrainConfig)
+    types = field_types()
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        want = types[f.name]
+        optional = type(None) in getattr(hints[f.name], "__args__", ())
+        if value is None and optional:
+            continue
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            setattr(cfg, f.name, float(value))
+            continue
+        if want is int and isinstance(value, float) and value.is_integer():
+            setattr(cfg, f.name, int(value))
+            continue
+        if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
+            raise ConfigError(f"{f.name}={value!r} must be of type {want.__name__}")
+

@@ -1,0 +1,333 @@
+"""The one training loop: `fit(cfg, dataset, on_epoch) -> FitResult`.
+
+`mixtune train`, the Ray trainable, the benchmarks and the experiments all call this. It
+does, in order: pick the device, derive the training targets (ordinary one-hot or generated
+complementary labels) and the clustering, move everything to the device once, then per
+epoch slice batches out of a device-side permutation, mix, take the loss, step, and hand a
+dict of metrics (and a lazy checkpoint) to `on_epoch`.
+
+Reproducibility: every random choice comes from generators seeded by `cfg.seed`, so the same
+config on the CPU gives identical metrics; a run resumed from a checkpoint restores those
+generators too and continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .clustering import Clustering, cached_clusters
+from .config import ConfigError, TrainConfig
+from .data import Dataset
+from .labels import complementary_targets, imbalance_indices, ordinary_targets, transition_matrix
+from .losses import candidate_targets, get_loss, infinite_class_loss
+from .metrics import accuracy, expected_calibration_error
+from .mixing import (
+    ClusterIndex,
+    cluster_pairing,
+    cutmix,
+    draw_lambdas,
+    hidden_mixer,
+    mix_inputs,
+    mix_targets,
+    random_pairing,
+    repeat_anchor,
+)
+from .models import build_model
+
+EpochCallback = Callable[[dict[str, float], Callable[[], dict[str, Any]]], None]
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but no CUDA device is available")
+    return dev
+
+
+# ----------------------------------------------------------------------------- data on device
+@dataclass
+class TrainData:
+    """Everything the loop touches, resident on one device."""
+
+    x: Tensor  # (N, C, H, W) training inputs
+    targets: Tensor  # (N, C) dense soft training targets: one-hot or complementary vectors
+    y: Tensor  # (N,) true training labels: diagnostics only, never used by a loss
+    x_test: Tensor
+    y_test: Tensor
+    num_classes: int
+    Q: Tensor | None  # (C, C) complementary-label transition matrix, for FWD
+    clusters: Clustering | None
+    train_index: Tensor  # (N,) rows of the dataset's training split that were kept
+
+
+def prepare(cfg: TrainConfig, dataset: Dataset, device: torch.device) -> TrainData:
+    """Labels, imbalance and clustering for this config; all tensors moved to `device` once."""
+    C = dataset.num_classes
+    gen = torch.Generator().manual_seed(cfg.seed)  # CPU: label generation is one-off work
+    y = dataset.y_train
+    keep = imbalance_indices(y, C, cfg.imbalance_ratio, gen) if cfg.imbalance_ratio > 1 else torch.arange(len(y))
+    y = y[keep]
+    Q = None
+    if cfg.labels == "ordinary":
+        targets = ordinary_targets(y, C)
+    else:
+        if cfg.cl_type == "multiple" and cfg.num_cl > C - 1:
+            raise ConfigError(f"num_cl={cfg.num_cl} must be <= {C - 1} (classes - 1) for {dataset.name}")
+        Q = transition_matrix(C, cfg.cl_type, cfg.cl_noise, gen)
+        targets = complementary_targets(y, C, cfg.cl_type, cfg.num_cl, cfg.cl_noise, Q, gen)
+    x = dataset.x_train[keep].to(device, non_blocking=True)
+    clusters = None
+    if cfg.method_spec.pairing == "cluster":
+        if cfg.k > len(keep):
+            raise ConfigError(f"k={cfg.k} is larger than the training set ({len(keep)} examples)")
+        rows = hashlib.sha256(keep.numpy().tobytes()).hexdigest()[:16]
+        clusters = cached_clusters(
+            x, f"{dataset.fingerprint}:{rows}", cfg.cluster_features, cfg.k, cfg.seed, cfg.pca_dim, cfg.cache_dir
+        )
+    return TrainData(
+        x=x,
+        targets=targets.to(device, non_blocking=True),
+        y=y.to(device, non_blocking=True),
+        x_test=dataset.x_test.to(device, non_blocking=True),
+        y_test=dataset.y_test.to(device, non_blocking=True),
+        num_classes=C,
+        Q=None if Q is None else Q.to(device),
+        clusters=clusters,
+        train_index=keep,
+    )
+
+
+# ----------------------------------------------------------------------------- result
+@dataclass
+class FitResult:
+    history: list[dict[str, float]]  # one dict of metrics per epoch
+    model: torch.nn.Module
+    config: TrainConfig
+    info: dict[str, Any] = field(default_factory=dict)  # clustering time, cache hit, device...
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+
+# ----------------------------------------------------------------------------- the loop
+def _build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _build_schedule(cfg: TrainConfig, opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    # stepped once per epoch, so a checkpoint at an epoch boundary resumes it exactly
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    if cfg.schedule == "step":
+        miles = sorted({max(1, int(cfg.epochs * 0.5)), max(1, int(cfg.epochs * 0.75))})
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=miles, gamma=0.1)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def _augment(x: Tensor, gen: torch.Generator) -> Tensor:
+    """Batched random horizontal flip + 4-pixel translation (pad-and-crop), on the device."""
+    B, _, H, W = x.shape
+    flip = torch.rand(B, generator=gen, device=x.device) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    pad = torch.nn.functional.pad(x, (4, 4, 4, 4), mode="reflect")
+    dy = torch.randint(0, 9, (B,), generator=gen, device=x.device)
+    dx = torch.randint(0, 9, (B,), generator=gen, device=x.device)
+    rows = (dy[:, None] + torch.arange(H, device=x.device)[None, :])[:, None, :, None]  # (B,1,H,1)
+    cols = (dx[:, None] + torch.arange(W, device=x.device)[None, :])[:, None, None, :]  # (B,1,1,W)
+    b = torch.arange(B, device=x.device)[:, None, None, None]
+    c = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return pad[b, c, rows, cols]
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: Tensor, y: Tensor, autocast, batch_size: int = 2048) -> dict[str, float]:
+    """Test accuracy and ECE (15 bins) on true labels."""
+    model.eval()
+    logits = []
+    for i in range(0, len(x), batch_size):
+        with autocast():
+            logits.append(model(x[i : i + batch_size]).float())
+    out = torch.cat(logits)
+    model.train()
+    return {
+        "test_acc": accuracy(out, y),
+        "test_ece": expected_calibration_error(out.softmax(1), y, n_bins=15),
+    }
+
+
+def fit(
+    cfg: TrainConfig,
+    dataset: Dataset | TrainData,
+    on_epoch: EpochCallback | None = None,
+    resume: dict[str, Any] | None = None,
+) -> FitResult:
+    """Train `cfg` on `dataset`; call `on_epoch(metrics, checkpoint)` after every epoch.
+
+    `checkpoint()` returns a dict (model, optimizer, schedule, generators, epoch, history)
+    that `fit(..., resume=that_dict)` continues from. Raises DivergedError on a NaN/inf loss.
+    """
+    device = resolve_device(cfg.device)
+    data = dataset if isinstance(dataset, TrainData) else prepare(cfg, dataset, device)
+    cuda = device.type == "cuda"
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
+
+    def autocast():
+        if use_bf16:
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    torch.manual_seed(cfg.seed)  # model initialisation
+    model = build_model(cfg.model, tuple(data.x.shape[1:]), data.num_classes, cfg.hidden).to(device)
+    conv = data.x.dim() == 4 and data.x.shape[-1] > 1 and not cfg.model == "mlp"
+    if cuda and conv:
+        # channels_last lets cuDNN pick NHWC tensor-core kernels under bf16
+        model = model.to(memory_format=torch.channels_last)
+        data.x = data.x.contiguous(memory_format=torch.channels_last)
+        data.x_test = data.x_test.contiguous(memory_format=torch.channels_last)
+    opt = _build_optimizer(cfg, model)
+    sched = _build_schedule(cfg, opt)
+    forward = torch.compile(model) if cfg.compile else model
+    loss_fn = get_loss(cfg.resolved_loss)
+    spec = cfg.method_spec
+    K = cfg.K if spec.multi else 1
+    clusters = ClusterIndex(data.clusters.assign) if data.clusters is not None else None
+    complementary = cfg.labels == "complementary"
+
+    # generators: one on the device (batches, partners, boxes, augmentation), one on the
+    # host (Beta draws, manifold layer choice)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    rng = np.random.Generator(np.random.PCG64(cfg.seed + 2))
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["schedule"])
+        gen.set_state(resume["generator"].to(gen.get_state().device))
+        rng.bit_generator.state = resume["rng"]
+        history = list(resume["history"])
+        start_epoch = int(resume["epoch"])
+
+    N = len(data.x)
+    bs = min(cfg.batch_size, N)
+    info = {
+        "device": str(device),
+        "train_size": N,
+        "cluster_cache_hit": None if data.clusters is None else data.clusters.cache_hit,
+        "cluster_seconds": 0.0 if data.clusters is None else data.clusters.seconds,
+    }
+
+    def checkpoint(epoch: int) -> Callable[[], dict[str, Any]]:
+        def make() -> dict[str, Any]:
+            return {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "schedule": sched.state_dict(),
+                "generator": gen.get_state(),
+                "rng": rng.bit_generator.state,
+                "epoch": epoch,
+                "history": list(history),
+                "config": cfg.to_dict(),
+            }
+
+        return make
+
+    model.train()
+    for epoch in range(start_epoch + 1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        order = torch.randperm(N, generator=gen, device=device)
+        # accumulate on the device; one host sync at the end of the epoch
+        loss_sum = torch.zeros((), device=device)
+        noisy = torch.zeros((), device=device)
+        impure = torch.zeros((), device=device)
+        seen = 0
+        mixed_seen = 0
+        for i in range(0, N, bs):
+            idx = order[i : i + bs]
+            if idx.numel() < 2:  # a lone example would break BatchNorm; it is seen next epoch
+                continue
+            x, t = data.x[idx], data.targets[idx]  # (B, C, H, W), (B, C)
+            if cfg.augment:
+                x = _augment(x, gen)
+            B = idx.numel()
+            if spec.pairing is None:
+                with autocast():
+                    logits = forward(x)
+                target, anchor_y = t, data.y[idx]
+            else:
+                pairs = random_pairing(idx, gen) if spec.pairing == "random" else cluster_pairing(idx, clusters, gen)
+                lam = draw_lambdas(B, K, cfg.alpha, rng, device)  # (B, K)
+                if pairs.perm is not None:
+                    xp = x[pairs.perm]
+                else:
+                    xp = data.x[pairs.partner]
+                    if cfg.augment:
+                        xp = _augment(xp, gen)
+                with autocast():
+                    if cfg.mix_level == "cutmix":
+                        xm, lam = cutmix(x, xp, lam, gen)
+                        logits = forward(xm)
+                    elif cfg.mix_level == "manifold":
+                        layer = int(rng.integers(model.num_mix_layers))
+                        inp = x if pairs.perm is not None else torch.cat([x, xp])
+                        logits = forward(inp, mix=hidden_mixer(lam, pairs.perm), layer=layer)
+                    else:
+                        logits = forward(mix_inputs(x, xp, lam))
+                target = mix_targets(t, data.targets[pairs.partner], lam)  # (B*K, C)
+                anchor_y = repeat_anchor(data.y[idx], K)
+                impure += (anchor_y != repeat_anchor(data.y[pairs.partner], K)).sum()
+                mixed_seen += B * K
+            if spec.contrastive:
+                contrast = candidate_targets(target) if complementary else target
+                loss = infinite_class_loss(
+                    logits, target, loss_fn, data.Q, cfg.contrastive_weight, cfg.contrastive_balance, contrast
+                )
+            else:
+                loss = loss_fn(logits.float(), target, data.Q)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach() * B
+            if complementary:
+                # ICM's noise: the (mixed) complementary vector puts weight on the true class
+                noisy += (target.gather(1, anchor_y[:, None]) > 0).sum()
+            seen += B
+        sched.step()
+        train_loss = float(loss_sum) / max(seen, 1)  # sync point: the epoch's only one in training
+        train_time = time.perf_counter() - t0
+        if not math.isfinite(train_loss):
+            raise DivergedError(f"training loss became {train_loss} at epoch {epoch}")
+        metrics: dict[str, float] = {"epoch": epoch, "train_loss": train_loss}
+        metrics.update(evaluate(model, data.x_test, data.y_test, autocast))
+        if complementary:
+            metrics["noise_rate"] = float(noisy) / max(mixed_seen if spec.pairing else seen, 1)
+        if spec.pairing is not None:
+            metrics["pair_impurity"] = float(impure) / max(mixed_seen, 1)
+        metrics["epoch_time"] = time.perf_counter() - t0  # training + evaluation
+        metrics["samples_per_s"] = seen / train_time  # training throughput only
+        metrics["lr"] = opt.param_groups[0]["lr"]
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(metrics, checkpoint(epoch))
+    return FitResult(history=history, model=model, config=cfg, info=info)
