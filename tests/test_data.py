@@ -296,7 +296,10 @@ def _good():
         (dict(y_train=np.zeros((12, 1), np.int64)), r"y_train has shape \(12, 1\)"),
         (dict(y_test=np.zeros(6, np.float32)), r"y_test has dtype float32"),
         (dict(y_train=np.full(12, -1)), r"y_train has a negative label"),
-        (dict(x_train=np.zeros((12, 4, 4, 5), np.uint8), x_test=np.zeros((6, 4, 4, 5), np.uint8)), r"x_train has shape \(12, 4, 4, 5\)"),
+        (
+            dict(x_train=np.zeros((12, 4, 4, 5), np.uint8), x_test=np.zeros((6, 4, 4, 5), np.uint8)),
+            r"x_train has shape \(12, 4, 4, 5\)",
+        ),
         (dict(x_test=np.zeros((6, 5, 4), np.uint8)), r"x_train images \(1, 4, 4\) and x_test images \(1, 5, 4\)"),
         (dict(x_test=np.zeros(6, np.uint8)), r"x_test has shape \(6,\)"),
         (dict(x_test=np.zeros((6, 4, 4), np.float32)), r"x_train is uint8 but x_test is float32"),

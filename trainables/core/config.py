@@ -123,6 +123,8 @@ class TrainConfig:
     """auto (cuda if available) | cpu | cuda | cuda:N."""
     precision: str = "auto"
     """auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16."""
+    num_threads: int = 0
+    """CPU threads for torch (0 = torch's default); results on the CPU depend on it, so exports keep it."""
     compile: bool = False
     """torch.compile the model (worth it on a GPU for long runs)."""
     cache_dir: str | None = None
@@ -187,6 +189,7 @@ class TrainConfig:
         at_least("epochs", 1)
         at_least("batch_size", 1)
         at_least("seed", 0)
+        at_least("num_threads", 0)
         at_least("imbalance_ratio", 1.0)
         within("contrastive_weight", 0.0, 1.0)
         within("contrastive_balance", 0.0, 1.0)

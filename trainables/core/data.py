@@ -198,8 +198,23 @@ def mnist_arrays(cfg: TrainConfig) -> RawSplit:
 
 # ---------------------------------------------------------------------------- CIFAR
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
-CIFAR = {  # name -> (folder, train files, test files, label key, classes, title, archive)
-    "cifar10": (
+
+
+@dataclass(frozen=True)
+class CifarSpec:
+    """Where one CIFAR variant lives on disk and how its pickles name the labels."""
+
+    folder: str  # torchvision's folder name under the root
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+    label_key: bytes
+    num_classes: int
+    title: str
+    archive: str
+
+
+CIFAR = {
+    "cifar10": CifarSpec(
         "cifar-10-batches-py",
         tuple(f"data_batch_{i}" for i in range(1, 6)),
         ("test_batch",),
@@ -208,7 +223,9 @@ CIFAR = {  # name -> (folder, train files, test files, label key, classes, title
         "CIFAR-10",
         "cifar-10-python.tar.gz",
     ),
-    "cifar100": ("cifar-100-python", ("train",), ("test",), b"fine_labels", 100, "CIFAR-100", "cifar-100-python.tar.gz"),
+    "cifar100": CifarSpec(
+        "cifar-100-python", ("train",), ("test",), b"fine_labels", 100, "CIFAR-100", "cifar-100-python.tar.gz"
+    ),
 }
 
 
@@ -231,29 +248,30 @@ def _read_cifar_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[n
     if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{path}: {label_key.decode()} has shape {y.shape}, expected ({len(x)},) integers")
     if len(y) and (y.min() < 0 or y.max() >= num_classes):
-        raise DataError(f"{path}: label {int(y.max() if y.max() >= num_classes else y.min())} out of range 0..{num_classes - 1}")
+        bad = int(y.max() if y.max() >= num_classes else y.min())
+        raise DataError(f"{path}: label {bad} out of range 0..{num_classes - 1}")
     return x.reshape(-1, 3, 32, 32), y.astype(np.int64)  # rows are channel-major: R plane, G, B
 
 
 def cifar_arrays(cfg: TrainConfig) -> RawSplit:
     """CIFAR-10/100 python pickles in torchvision's layout under data_dir (or data_dir is the batches folder)."""
-    folder_name, train_files, test_files, label_key, num_classes, title, archive = CIFAR[cfg.dataset]
+    spec = CIFAR[cfg.dataset]
     root = _data_dir(cfg)
-    folder = root / folder_name
-    if not (folder / train_files[0]).is_file() and (root / train_files[0]).is_file():
+    folder = root / spec.folder
+    if not (folder / spec.train[0]).is_file() and (root / spec.train[0]).is_file():
         folder = root  # data_dir points at the extracted folder itself
-    for name in train_files + test_files:
+    for name in spec.train + spec.test:
         if not (folder / name).is_file():
             raise DataError(
-                f"{title} not found: expected {folder / name}; download {archive} from {CIFAR_URL}"
+                f"{spec.title} not found: expected {folder / name}; download {spec.archive} from {CIFAR_URL}"
                 f" and extract it into {root} (mixtune never downloads)"
             )
 
     def read(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-        parts = [_read_cifar_batch(folder / n, label_key, num_classes) for n in names]
+        parts = [_read_cifar_batch(folder / n, spec.label_key, spec.num_classes) for n in names]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    return RawSplit(*read(train_files), *read(test_files), num_classes, 255.0, "given")
+    return RawSplit(*read(spec.train), *read(spec.test), spec.num_classes, 255.0, "given")
 
 
 # ---------------------------------------------------------------------------- npz
@@ -321,7 +339,9 @@ def npz_arrays(cfg: TrainConfig) -> RawSplit:
     if num_classes < 2:
         raise DataError(f"{where}: labels have a single class; mixtune needs at least 2")
     if (xtr.dtype == np.uint8) != (xte.dtype == np.uint8):  # one scale for both, or test drifts from train
-        raise DataError(f"{where}: x_train is {xtr.dtype} but x_test is {xte.dtype}; save both as uint8 or both as floats")
+        raise DataError(
+            f"{where}: x_train is {xtr.dtype} but x_test is {xte.dtype}; save both as uint8 or both as floats"
+        )
     scale = 255.0 if xtr.dtype == np.uint8 else 1.0
     return RawSplit(xtr, ytr, xte, yte, num_classes, scale, "given")
 

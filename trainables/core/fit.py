@@ -197,6 +197,8 @@ def fit(
             return torch.autocast(device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)  # model initialisation
     model = build_model(cfg.model, tuple(data.x.shape[1:]), data.num_classes, cfg.hidden).to(device)
     conv = data.x.dim() == 4 and data.x.shape[-1] > 1 and not cfg.model == "mlp"

@@ -80,9 +80,9 @@ def _log1m_softmax(logits: Tensor) -> Tensor:
     lse = torch.logsumexp(logits, dim=1, keepdim=True)  # (B, 1)
     top = F.one_hot(logits.argmax(1), logits.shape[1]).bool()  # (B, C)
     others = torch.logsumexp(logits.masked_fill(top, float("-inf")), dim=1, keepdim=True) - lse  # (B, 1)
-    # The clamp keeps the unused branch at the argmax finite: where() would multiply its
-    # infinite gradient by 0 and give NaN. It changes no used value (those have p <= 1/2).
-    rest = torch.log1p(-torch.softmax(logits, dim=1).clamp(max=0.5))  # (B, C)
+    # Zeroing p at the argmax keeps the unused branch finite there (p = 1 would give
+    # log1p(-1) = -inf, whose infinite gradient where() multiplies by 0: NaN).
+    rest = torch.log1p(-torch.softmax(logits, dim=1).masked_fill(top, 0.0))  # (B, C)
     return torch.where(top, others, rest)
 
 

@@ -1,0 +1,124 @@
+"""Search-space presets: Optuna define-by-run functions, conditional per method.
+
+A space is a function `space(trial) -> dict`: it suggests parameters on the Optuna trial
+(their names are TrainConfig field names) and returns the constants that complete the
+config (for example the method a preset is about). Ranges follow the papers' settings:
+alpha around 0.2-2 (log scale), k from 2 to a few hundred clusters, K from 1 to 10.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import optuna
+
+Space = Callable[[optuna.Trial], dict[str, Any]]
+
+COMPLEMENTARY_LOSSES = ["scl_nl", "scl_exp", "fwd", "ure_ga", "ure_tnn", "pc"]
+
+
+@dataclass(frozen=True)
+class SpaceContext:
+    """What a preset may depend on: the label kind and the training-set size (caps k)."""
+
+    labels: str = "complementary"
+    max_k: int = 300
+
+
+def _shared(trial: optuna.Trial) -> None:
+    trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+    trial.suggest_float("weight_decay", 1e-6, 1e-3, log=True)
+
+
+def _alpha(trial: optuna.Trial) -> None:
+    trial.suggest_float("alpha", 0.2, 2.0, log=True)
+
+
+def _k(trial: optuna.Trial, ctx: SpaceContext) -> None:
+    trial.suggest_int("k", 2, max(2, min(300, ctx.max_k)), log=True)
+
+
+def _loss(trial: optuna.Trial, ctx: SpaceContext) -> dict[str, Any]:
+    if ctx.labels == "complementary":
+        trial.suggest_categorical("loss", COMPLEMENTARY_LOSSES)
+        return {}
+    return {"loss": "ce"}
+
+
+def icm(ctx: SpaceContext) -> Space:
+    """Intra-Cluster Mixup: clusters k, alpha, the CLL loss."""
+
+    def space(trial: optuna.Trial) -> dict[str, Any]:
+        _k(trial, ctx)
+        _alpha(trial)
+        fixed = _loss(trial, ctx)
+        _shared(trial)
+        return {"method": "icm", **fixed}
+
+    return space
+
+
+def multimix(ctx: SpaceContext) -> Space:
+    """Multi-Mix: interpolations K, alpha, where to mix."""
+
+    def space(trial: optuna.Trial) -> dict[str, Any]:
+        trial.suggest_int("K", 1, 10)
+        _alpha(trial)
+        trial.suggest_categorical("mix_level", ["input", "manifold", "cutmix"])
+        _shared(trial)
+        return {"method": "multimix"}
+
+    return space
+
+
+def infinite_class(ctx: SpaceContext) -> Space:
+    """Infinite Class Mixup: alpha and the contrastive weight (and the rows/columns balance)."""
+
+    def space(trial: optuna.Trial) -> dict[str, Any]:
+        _alpha(trial)
+        trial.suggest_float("contrastive_weight", 0.0, 1.0)
+        trial.suggest_float("contrastive_balance", 0.0, 1.0)
+        _shared(trial)
+        return {"method": "infinite_class"}
+
+    return space
+
+
+def all_methods(ctx: SpaceContext) -> Space:
+    """The method as a choice, each with its own parameters (conditional space)."""
+
+    def space(trial: optuna.Trial) -> dict[str, Any]:
+        method = trial.suggest_categorical(
+            "method", ["none", "mixup", "icm", "multimix", "icm_multimix", "infinite_class"]
+        )
+        fixed: dict[str, Any] = {}
+        if method != "none":
+            _alpha(trial)
+        if method in ("icm", "icm_multimix"):
+            _k(trial, ctx)
+        if method in ("multimix", "icm_multimix"):
+            trial.suggest_int("K", 1, 10)
+        if method in ("mixup", "multimix", "icm", "icm_multimix"):
+            trial.suggest_categorical("mix_level", ["input", "manifold", "cutmix"])
+        if method == "infinite_class":
+            trial.suggest_float("contrastive_weight", 0.0, 1.0)
+        fixed.update(_loss(trial, ctx))
+        _shared(trial)
+        return fixed
+
+    return space
+
+
+PRESETS: dict[str, Callable[[SpaceContext], Space]] = {
+    "icm": icm,
+    "multimix": multimix,
+    "infinite_class": infinite_class,
+    "all": all_methods,
+}
+
+
+def get_preset(name: str, ctx: SpaceContext) -> Space:
+    if name not in PRESETS:
+        raise ValueError(f"unknown search space preset {name!r}; valid: {', '.join(PRESETS)} or a .yaml file")
+    return PRESETS[name](ctx)

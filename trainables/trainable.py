@@ -1,0 +1,71 @@
+"""The Ray Tune function trainable: one trial = one `fit` of the core.
+
+The dataset is loaded once on the driver and reaches trials through Ray's object store
+(`tune.with_parameters`), so workers need neither the files nor the time to parse them.
+Clusterings are cached on disk by the core (a folder every node can read, `cache_dir`).
+Each epoch reports its metrics with a checkpoint (model, optimizer, schedule, generators,
+history), so a paused, stopped-and-restored or crashed trial resumes where it was.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from trainables.core.config import TrainConfig
+from trainables.core.data import Dataset
+from trainables.core.fit import fit
+
+STATE_FILE = "state.pt"
+
+
+def trial_config(base: dict[str, Any], params: dict[str, Any]) -> TrainConfig:
+    """The trial's TrainConfig: the search's base settings with the trial's parameters on top."""
+    known = TrainConfig.__dataclass_fields__
+    return TrainConfig.from_dict({**base, **{k: v for k, v in params.items() if k in known}})
+
+
+def load_state(checkpoint: tune.Checkpoint) -> dict[str, Any]:
+    with checkpoint.as_directory() as d:
+        # weights_only: a checkpoint is data (tensors, numbers, strings), never code
+        return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def train_trial(params: dict[str, Any], dataset: Dataset, base: dict[str, Any], checkpoint_every: int = 1) -> None:
+    """Ray Tune entry point; `dataset` and `base` come from `tune.with_parameters`."""
+    ctx = tune.get_context()
+    cpus = ctx.get_trial_resources().required_resources.get("CPU", 1)
+    cfg = trial_config(base, params)
+    if cfg.num_threads == 0:
+        # one intra-op thread per reserved CPU: trials sharing a node do not oversubscribe it
+        cfg = cfg.replace(num_threads=max(1, int(cpus)))
+    checkpoint = tune.get_checkpoint()
+    resume = load_state(checkpoint) if checkpoint else None
+    node_id = _node_id()
+
+    def on_epoch(metrics: dict[str, float], make_state) -> None:
+        report = {**metrics, "node_id": node_id, "seed": cfg.seed}
+        epoch = int(metrics["epoch"])
+        if epoch % checkpoint_every and epoch != cfg.epochs:
+            tune.report(report)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(make_state(), os.path.join(d, STATE_FILE))
+            # report copies the folder to the run's storage before returning
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
+
+    fit(cfg, dataset, on_epoch, resume=resume)
+
+
+def _node_id() -> str:
+    import ray
+
+    try:
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # outside a Ray worker (direct calls in tests)
+        return "local"
