@@ -46,71 +46,54 @@ def _loss(trial: optuna.Trial, ctx: SpaceContext) -> dict[str, Any]:
     return {"loss": "ce"}
 
 
-def icm(ctx: SpaceContext) -> Space:
+def icm(trial: optuna.Trial, ctx: SpaceContext) -> dict[str, Any]:
     """Intra-Cluster Mixup: clusters k, alpha, the CLL loss."""
-
-    def space(trial: optuna.Trial) -> dict[str, Any]:
-        _k(trial, ctx)
-        _alpha(trial)
-        fixed = _loss(trial, ctx)
-        _shared(trial)
-        return {"method": "icm", **fixed}
-
-    return space
+    _k(trial, ctx)
+    _alpha(trial)
+    fixed = _loss(trial, ctx)
+    _shared(trial)
+    return {"method": "icm", **fixed}
 
 
-def multimix(ctx: SpaceContext) -> Space:
+def multimix(trial: optuna.Trial, ctx: SpaceContext) -> dict[str, Any]:
     """Multi-Mix: interpolations K, alpha, where to mix."""
-
-    def space(trial: optuna.Trial) -> dict[str, Any]:
-        trial.suggest_int("K", 1, 10)
-        _alpha(trial)
-        trial.suggest_categorical("mix_level", ["input", "manifold", "cutmix"])
-        _shared(trial)
-        return {"method": "multimix"}
-
-    return space
+    trial.suggest_int("K", 1, 10)
+    _alpha(trial)
+    trial.suggest_categorical("mix_level", ["input", "manifold", "cutmix"])
+    _shared(trial)
+    return {"method": "multimix", **_loss(trial, ctx)}
 
 
-def infinite_class(ctx: SpaceContext) -> Space:
+def infinite_class(trial: optuna.Trial, ctx: SpaceContext) -> dict[str, Any]:
     """Infinite Class Mixup: alpha and the contrastive weight (and the rows/columns balance)."""
-
-    def space(trial: optuna.Trial) -> dict[str, Any]:
-        _alpha(trial)
-        trial.suggest_float("contrastive_weight", 0.0, 1.0)
-        trial.suggest_float("contrastive_balance", 0.0, 1.0)
-        _shared(trial)
-        return {"method": "infinite_class"}
-
-    return space
+    _alpha(trial)
+    trial.suggest_float("contrastive_weight", 0.0, 1.0)
+    trial.suggest_float("contrastive_balance", 0.0, 1.0)
+    _shared(trial)
+    return {"method": "infinite_class", **_loss(trial, ctx)}
 
 
-def all_methods(ctx: SpaceContext) -> Space:
+def all_methods(trial: optuna.Trial, ctx: SpaceContext) -> dict[str, Any]:
     """The method as a choice, each with its own parameters (conditional space)."""
-
-    def space(trial: optuna.Trial) -> dict[str, Any]:
-        method = trial.suggest_categorical(
-            "method", ["none", "mixup", "icm", "multimix", "icm_multimix", "infinite_class"]
-        )
-        fixed: dict[str, Any] = {}
-        if method != "none":
-            _alpha(trial)
-        if method in ("icm", "icm_multimix"):
-            _k(trial, ctx)
-        if method in ("multimix", "icm_multimix"):
-            trial.suggest_int("K", 1, 10)
-        if method in ("mixup", "multimix", "icm", "icm_multimix"):
-            trial.suggest_categorical("mix_level", ["input", "manifold", "cutmix"])
-        if method == "infinite_class":
-            trial.suggest_float("contrastive_weight", 0.0, 1.0)
-        fixed.update(_loss(trial, ctx))
-        _shared(trial)
-        return fixed
-
-    return space
+    method = trial.suggest_categorical(
+        "method", ["none", "mixup", "icm", "multimix", "icm_multimix", "infinite_class"]
+    )
+    if method != "none":
+        _alpha(trial)
+    if method in ("icm", "icm_multimix"):
+        _k(trial, ctx)
+    if method in ("multimix", "icm_multimix"):
+        trial.suggest_int("K", 1, 10)
+    if method in ("mixup", "multimix", "icm", "icm_multimix"):
+        trial.suggest_categorical("mix_level", ["input", "manifold", "cutmix"])
+    if method == "infinite_class":
+        trial.suggest_float("contrastive_weight", 0.0, 1.0)
+    fixed = _loss(trial, ctx)
+    _shared(trial)
+    return fixed
 
 
-PRESETS: dict[str, Callable[[SpaceContext], Space]] = {
+PRESETS: dict[str, Callable[[optuna.Trial, SpaceContext], dict[str, Any]]] = {
     "icm": icm,
     "multimix": multimix,
     "infinite_class": infinite_class,
@@ -118,7 +101,18 @@ PRESETS: dict[str, Callable[[SpaceContext], Space]] = {
 }
 
 
+@dataclass(frozen=True)
+class PresetSpace:
+    """A preset bound to its context; a plain picklable object, since Ray snapshots the searcher."""
+
+    name: str
+    ctx: SpaceContext
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        return PRESETS[self.name](trial, self.ctx)
+
+
 def get_preset(name: str, ctx: SpaceContext) -> Space:
     if name not in PRESETS:
         raise ValueError(f"unknown search space preset {name!r}; valid: {', '.join(PRESETS)} or a .yaml file")
-    return PRESETS[name](ctx)
+    return PresetSpace(name, ctx)

@@ -113,19 +113,39 @@ def space_from_dict(doc: Any, where: str = "space", allowed: Iterable[str] | Non
     both = set(params) & set(fixed)
     if both:
         raise SpaceError(f"{where}: {', '.join(sorted(both))} both searched and fixed")
-    steps, earlier = [], []
-    for name, spec in params.items():
-        steps.append(_param(str(name), spec, where, earlier))
-        earlier.append(name)
-    fixed = dict(fixed)
+    return YamlSpace(doc, where)
 
-    def space(trial: optuna.Trial) -> dict[str, Any]:
+
+class YamlSpace:
+    """The define-by-run function of a validated space document.
+
+    It keeps the document and rebuilds its steps after unpickling: Ray snapshots the
+    searcher with pickle, and the steps are closures.
+    """
+
+    def __init__(self, doc: dict[str, Any], where: str):
+        self.doc, self.where = doc, where
+        self._build()
+
+    def _build(self) -> None:
+        self._steps, earlier = [], []
+        for name, spec in (self.doc.get("params") or {}).items():
+            self._steps.append(_param(str(name), spec, self.where, earlier))
+            earlier.append(name)
+        self._fixed = dict(self.doc.get("fixed") or {})
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"doc": self.doc, "where": self.where}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.doc, self.where = state["doc"], state["where"]
+        self._build()
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         values: dict[str, Any] = {}
-        for step in steps:
+        for step in self._steps:
             step(trial, values)
-        return dict(fixed)
-
-    return space
+        return dict(self._fixed)
 
 
 def load_space_file(path: str | Path, allowed: Iterable[str] | None = None) -> Space:

@@ -13,12 +13,12 @@ from typing import Any, Sequence
 
 from trainables.core.config import ConfigError, TrainConfig, field_types
 from trainables.core.data import DataError
+from search_spaces.yaml_space import SpaceError
 
 EXIT_USAGE = 2
 
 
-class UserError(Exception):
-    """Something the user can fix (bad flag, file, URI, address); printed as one line."""
+from tuner.errors import UserError  # noqa: E402
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DataError, UserError) as e:
+    except (ConfigError, DataError, UserError, SpaceError) as e:
         print(f"mixtune: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -1,5 +1,152 @@
-"""Search-side subcommands; filled in by the search application."""
+"""Search-side subcommands: search, resume, compare, export-best."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from trainables.core.config import TrainConfig
 
 
+def _search_ref(value: str, results_dir: str) -> Path:
+    """A search given as its folder or its name under the results folder."""
+    from tuner.cli import UserError
+    from tuner.search import STATE_FILE
+
+    for cand in (Path(value), Path(results_dir) / value):
+        if (cand / STATE_FILE).exists():
+            return cand.resolve()
+    raise UserError(f"no search {value!r} (looked for {STATE_FILE} in {value} and {Path(results_dir) / value})")
+
+
+# ----------------------------------------------------------------------------- search
+def cmd_search(args: argparse.Namespace) -> int:
+    from tuner.cli import config_from_args
+    from tuner.search import SearchSettings, default_name, run_search
+    from tuner.summary_text import print_outcome
+    from search_spaces.yaml_space import load_space_file
+
+    base = config_from_args(args).to_dict()
+    space_doc = None
+    if args.space.endswith((".yaml", ".yml")) or os.path.sep in args.space:
+        load_space_file(args.space, allowed=TrainConfig.__dataclass_fields__)  # fail early, one line
+        import yaml
+
+        space_doc = yaml.safe_load(Path(args.space).read_text())
+    cpus = args.num_cpus or os.cpu_count() or 1
+    settings = SearchSettings(
+        name=args.name or default_name(args.space, base),
+        space=args.space,
+        space_doc=space_doc,
+        base=base,
+        metric=args.metric,
+        mode=args.mode,
+        num_samples=args.num_samples,
+        max_concurrent=args.max_concurrent or max(1, int(cpus // args.cpus_per_trial)),
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        grace_period=args.grace_period,
+        reduction_factor=args.reduction_factor,
+        max_failures=args.max_failures,
+        results_dir=args.results_dir,
+        storage_path=args.storage_path,
+        tracking_uri=args.tracking_uri,
+        experiment=args.experiment,
+        address=args.address,
+        num_cpus=args.num_cpus,
+        seed=args.search_seed,
+        register_model=args.register_model,
+        checkpoint_every=args.checkpoint_every,
+    )
+    outcome = run_search(settings)
+    print_outcome(settings, outcome)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from tuner.resume import resume_search
+    from tuner.search import SearchSettings
+    from tuner.summary_text import print_outcome
+
+    folder = _search_ref(args.search, args.results_dir)
+    settings = SearchSettings.load(folder)
+    outcome = resume_search(settings)
+    print_outcome(settings, outcome)
+    return 0
+
+
+# ----------------------------------------------------------------------------- compare
+def cmd_compare(args: argparse.Namespace) -> int:
+    from tuner.compare import compare
+
+    folder = _search_ref(args.search, args.results_dir)
+    print(compare(folder, tracking_uri=args.tracking_uri, method=args.method, sort=args.sort, top=args.top))
+    return 0
+
+
+def cmd_export_best(args: argparse.Namespace) -> int:
+    from tuner.export import export_best
+
+    folder = _search_ref(args.search, args.results_dir)
+    cfg, source = export_best(folder, source=args.source, tracking_uri=args.tracking_uri)
+    out = Path(args.output)
+    cfg.to_yaml(out)
+    print(f"wrote {out} (best trial from {source}); retrain it with: mixtune train --config {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
 def add_search_commands(sub) -> None:
-    return None
+    from tuner.cli import add_config_flags
+
+    s = sub.add_parser("search", help="run a hyperparameter search (Ray Tune + Optuna + ASHA, MLflow logging)")
+    s.add_argument("--space", default="all",
+                   help="preset (icm, multimix, infinite_class, all) or a YAML space file (default: all)")
+    s.add_argument("--config", help="YAML file of fixed TrainConfig fields (flags override it)")
+    s.add_argument("--num-samples", type=int, default=16, help="trials to run (default 16)")
+    s.add_argument("--max-concurrent", type=int, default=None,
+                   help="trials at once (default: CPUs / cpus-per-trial)")
+    s.add_argument("--cpus-per-trial", type=float, default=1.0)
+    s.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions pack trials on a GPU (0.25: four)")
+    s.add_argument("--metric", default="test_acc")
+    s.add_argument("--mode", default="max", choices=["max", "min"])
+    s.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs before a trial may be stopped")
+    s.add_argument("--reduction-factor", type=int, default=3, help="ASHA: keep 1/factor at each rung")
+    s.add_argument("--max-failures", type=int, default=0, help="retries of a failing trial")
+    s.add_argument("--name", help="search name (default: <space>-<dataset>-<labels>-<time>)")
+    s.add_argument("--results-dir", default="mixtune-results", help="local folder for searches")
+    s.add_argument("--storage-path", help="Ray Tune storage every node can reach (shared folder or s3://...)")
+    s.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
+    s.add_argument("--experiment", default="mixtune", help="MLflow experiment name")
+    s.add_argument("--address", help="join a running Ray cluster: auto, host:port or ray://host:port")
+    s.add_argument("--num-cpus", type=int, help="CPUs of a local Ray runtime (default: all)")
+    s.add_argument("--search-seed", type=int, default=0, help="seed of the TPE sampler")
+    s.add_argument("--register-model", help="register the best model under this name in MLflow")
+    s.add_argument("--checkpoint-every", type=int, default=1, help="epochs between trial checkpoints")
+    add_config_flags(s)
+    s.set_defaults(func=cmd_search)
+
+    r = sub.add_parser("resume", help="continue a search whose driver was stopped or killed")
+    r.add_argument("search", help="search folder or name")
+    r.add_argument("--results-dir", default="mixtune-results")
+    r.set_defaults(func=cmd_resume)
+
+    c = sub.add_parser("compare", help="top trials of a search, from MLflow")
+    c.add_argument("search", help="search folder or name")
+    c.add_argument("--results-dir", default="mixtune-results")
+    c.add_argument("--tracking-uri", help="override the search's tracking URI")
+    c.add_argument("--method", help="only trials of this method")
+    c.add_argument("--sort", default=None, help="metric to sort by (default: the search's metric)")
+    c.add_argument("--top", type=int, default=10)
+    c.set_defaults(func=cmd_compare)
+
+    e = sub.add_parser("export-best", help="write the best trial's TrainConfig as YAML")
+    e.add_argument("search", help="search folder or name")
+    e.add_argument("--results-dir", default="mixtune-results")
+    e.add_argument("-o", "--output", default="best.yaml")
+    e.add_argument("--source", choices=["mlflow", "ray"], default="mlflow",
+                   help="read the trials from MLflow (default) or from Ray's results")
+    e.add_argument("--tracking-uri", help="override the search's tracking URI")
+    e.set_defaults(func=cmd_export_best)
+

@@ -251,6 +251,8 @@ def fit(
                 "epoch": epoch,
                 "history": list(history),
                 "config": cfg.to_dict(),
+                "in_shape": list(data.x.shape[1:]),
+                "num_classes": data.num_classes,
             }
 
         return make

@@ -1,0 +1,83 @@
+"""`mixtune compare`: a search's trials from MLflow, as a table."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from tuner import tracking
+from tuner.search import SearchSettings
+
+METRIC_COLUMNS = ("test_acc", "test_ece", "noise_rate", "pair_impurity", "epoch")
+
+
+def trial_runs(settings: SearchSettings, tracking_uri: str | None = None) -> list:
+    """Every nested (trial) run of a search."""
+    uri = tracking_uri or settings.tracking_uri
+    tracking.check_tracking_uri(uri)
+    client = tracking.client(uri)
+    return client.search_runs(
+        [settings.experiment_id],
+        filter_string=f"tags.`{tracking.SEARCH_TAG}` = '{settings.name}' and tags.`{tracking.ROLE_TAG}` = 'trial'",
+        max_results=10000,
+    )
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        return f"{v:.4f}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)
+
+
+def _param(v: str) -> str:
+    """Searched values as logged (full precision) shortened for the table."""
+    try:
+        f = float(v)
+    except ValueError:
+        return v
+    return v if v.lstrip("-").isdigit() else f"{f:.4g}"
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def compare(folder: Path, tracking_uri: str | None = None, method: str | None = None, sort: str | None = None,
+            top: int = 10) -> str:
+    settings = SearchSettings.load(folder)
+    runs = trial_runs(settings, tracking_uri)
+    if method:
+        runs = [r for r in runs if r.data.tags.get("method") == method]
+    sort = sort or settings.metric
+    reverse = settings.mode == "max" if sort == settings.metric else sort != "test_ece"
+
+    def key(r):
+        v = r.data.metrics.get(sort)
+        return (v is not None and not math.isnan(v), v if v is not None else 0.0)
+
+    runs.sort(key=key, reverse=reverse)
+    searched = sorted({p for r in runs for p in r.data.tags.get("mixtune.searched_params", "").split(",") if p})
+    header = ["trial", "state", *searched, *METRIC_COLUMNS]
+    rows = [header]
+    for r in runs[:top]:
+        rows.append([r.data.tags.get(tracking.TRIAL_TAG, r.info.run_id[:8]), r.data.tags.get("state", r.info.status)]
+                    + [_param(r.data.params.get(p, "-")) for p in searched]
+                    + [_fmt(r.data.metrics.get(m)) for m in METRIC_COLUMNS])
+    uri = tracking.redact_uri(tracking_uri or settings.tracking_uri)
+    shown = f"{min(top, len(runs))} of {len(runs)} trials" + (f" with method={method}" if method else "")
+    foot = f"\n{shown} of search {settings.name}, sorted by {sort}.\n"
+    if uri.startswith(("sqlite:", "file:", "postgresql:", "mysql:")):
+        foot += f"Open them in the MLflow UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1"
+    else:
+        foot += f"Open them in the MLflow UI at {uri} (experiment '{settings.experiment}')"
+    if len(rows) == 1:
+        return f"no trials logged yet for search {settings.name}{foot}"
+    return table(rows) + foot

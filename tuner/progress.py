@@ -1,0 +1,50 @@
+"""Quiet progress for a running search: one line per finished trial, with the best so far."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from ray import tune
+
+SHOWN = ("method", "k", "K", "alpha", "mix_level", "contrastive_weight", "loss", "lr")
+
+
+def describe(config: dict[str, Any]) -> str:
+    parts = []
+    for key in SHOWN:
+        if key in config:
+            v = config[key]
+            parts.append(f"{key}={v:.3g}" if isinstance(v, float) else f"{key}={v}")
+    return " ".join(parts)
+
+
+class Progress(tune.Callback):
+    """Prints `[done/total, running] trial: metric — best so far (its params)` lines."""
+
+    def __init__(self, metric: str, mode: str, total: int, echo: Callable[[str], None] = print):
+        self.metric, self.mode, self.total, self.echo = metric, mode, total, echo
+        self.best: tuple[float, str] | None = None
+
+    def _line(self, trials, trial, what: str) -> None:
+        # the hook runs before Tune updates the trial's status: count it as done already
+        done = sum(t.status in ("TERMINATED", "ERROR") or t is trial for t in trials)
+        running = sum(t.status == "RUNNING" and t is not trial for t in trials)
+        self.echo(f"[{done}/{self.total} done, {running} running] {trial.trial_id} {what}"
+                  + (f"  | best {self.metric} {self.best[0]:.4f} ({self.best[1]})" if self.best else ""))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        value = (trial.last_result or {}).get(self.metric)
+        epoch = (trial.last_result or {}).get("epoch")
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            better = self.best is None or (value > self.best[0] if self.mode == "max" else value < self.best[0])
+            if better:
+                self.best = (value, describe(trial.config))
+            self._line(trials, trial, f"{self.metric} {value:.4f} after {epoch} epochs")
+        else:
+            self._line(trials, trial, "finished without a metric")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        from tuner.tracking import _trial_error
+
+        self._line(trials, trial, f"FAILED: {_trial_error(trial)}")

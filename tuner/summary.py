@@ -1,0 +1,100 @@
+"""The parent run's summary: best result, best config, plots and the best model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib.pyplot as plt
+
+from tuner import plots
+
+
+def log_summary(client, settings, rows: list[dict[str, Any]], best: dict[str, Any] | None, seconds: float) -> None:
+    from mlflow.entities import Metric, Param
+
+    run_id = settings.parent_run_id
+    metric = settings.metric
+    failed = sum(r["error"] is not None for r in rows)
+    now = 0
+    metrics = [Metric("search_seconds", seconds, now, 0), Metric("trials", len(rows), now, 0),
+               Metric("trials_failed", failed, now, 0)]
+    values = [r["metrics"][metric] for r in rows if r["error"] is None and metric in r["metrics"]]
+    if best is not None:
+        metrics.append(Metric(f"best_{metric}", best["metrics"][metric], now, 0))
+        for k, v in best["metrics"].items():
+            if k in ("test_acc", "test_ece", "train_loss", "noise_rate", "pair_impurity"):
+                metrics.append(Metric(f"best.{k}", float(v), now, 0))
+        searched = {k: v for k, v in best["config"].items()}
+        client.log_batch(run_id, metrics=metrics,
+                         params=[Param(f"best.{k}", str(v)) for k, v in searched.items()])
+        client.log_dict(run_id, best["train_config"], "best_config.yaml")
+        client.set_tag(run_id, "best_trial_id", best["trial_id"])
+    else:
+        client.log_batch(run_id, metrics=metrics)
+    _figures(client, run_id, rows, values, settings)
+    if best is not None and best.get("checkpoint") is not None:
+        log_model(settings, best)
+    client.set_terminated(run_id, status="FINISHED" if best is not None else "FAILED")
+
+
+def _figures(client, run_id: str, rows, values, settings) -> None:
+    metric = settings.metric
+    if values:
+        fig = plots.best_so_far(values, settings.mode, metric)
+        client.log_figure(run_id, fig, "plots/best_so_far.png")
+        plt.close(fig)
+    ok = [{**r["config"], metric: r["metrics"].get(metric)} for r in rows if r["error"] is None]
+    params = sorted({k for r in rows for k in r["config"]})
+    if ok and params:
+        fig = plots.param_scatter(ok, params, metric)
+        client.log_figure(run_id, fig, "plots/params_vs_metric.png")
+        plt.close(fig)
+    scores = importances(settings)
+    if scores:
+        fig = plots.importances(scores)
+        client.log_figure(run_id, fig, "plots/param_importances.png")
+        plt.close(fig)
+        client.log_dict(run_id, scores, "param_importances.json")
+
+
+def importances(settings) -> dict[str, float]:
+    """Optuna's fANOVA importances over the study's completed trials (empty if too few)."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=settings.study_name, storage=settings.study_storage)
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if len(done) < 3:
+            return {}
+        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+    except Exception:  # e.g. a single distinct value: importances are undefined, not an error
+        return {}
+
+
+def log_model(settings, best: dict[str, Any]) -> None:
+    """The best trial's final model (from its checkpoint) as an MLflow PyTorch model."""
+    import mlflow
+    import mlflow.pytorch
+    import torch
+
+    from trainables.core.config import TrainConfig
+    from trainables.core.models import build_model
+    from trainables.trainable import load_state
+
+    state = load_state(best["checkpoint"])
+    cfg = TrainConfig.from_dict(best["train_config"])
+    in_shape = tuple(state["in_shape"])
+    model = build_model(cfg.model, in_shape, int(state["num_classes"]), cfg.hidden)
+    model.load_state_dict(state["model"])
+    model.eval()
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    with mlflow.start_run(run_id=settings.parent_run_id):
+        # explicit requirements: inferring them would import-scan the model in a subprocess
+        mlflow.pytorch.log_model(
+            model,
+            name="model",
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            registered_model_name=settings.register_model,
+            # pt2 (torch.export) needs an example; a batch of 2 keeps the batch size dynamic
+            input_example=torch.zeros((2, *in_shape)).numpy(),
+        )
