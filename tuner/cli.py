@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tuner import commands
 
     commands.add_search_commands(sub)
+    from tuner.cluster import add_cluster_commands
+
+    add_cluster_commands(sub)
     return p
 
 

@@ -117,7 +117,7 @@ def add_search_commands(sub) -> None:
     s.add_argument("--name", help="search name (default: <space>-<dataset>-<labels>-<time>)")
     s.add_argument("--results-dir", default="mixtune-results", help="local folder for searches")
     s.add_argument("--storage-path", help="Ray Tune storage every node can reach (shared folder or s3://...)")
-    s.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
+    s.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
     s.add_argument("--experiment", default="mixtune", help="MLflow experiment name")
     s.add_argument("--address", help="join a running Ray cluster: auto, host:port or ray://host:port")
     s.add_argument("--num-cpus", type=int, help="CPUs of a local Ray runtime (default: all)")

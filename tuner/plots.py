@@ -46,7 +46,7 @@ def importances(scores: dict[str, float]):
     fig, ax = plt.subplots(figsize=(5.5, 0.4 * max(len(scores), 2) + 1))
     names = list(scores)[::-1]
     ax.barh(names, [scores[n] for n in names])
-    ax.set_xlabel("importance (fANOVA)")
+    ax.set_xlabel("importance (Optuna's default evaluator)")
     fig.tight_layout()
     return fig
 

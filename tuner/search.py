@@ -105,7 +105,8 @@ class SearchSettings:
 
 
 def default_tracking_uri() -> str:
-    return f"sqlite:///{Path('mlflow.db').resolve()}"
+    """MLFLOW_TRACKING_URI when set (a cluster's head exports its server's URI), else sqlite here."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
 
 
 def default_name(space: str, base: dict[str, Any]) -> str:

@@ -58,7 +58,9 @@ def _figures(client, run_id: str, rows, values, settings) -> None:
 
 
 def importances(settings) -> dict[str, float]:
-    """Optuna's fANOVA importances over the study's completed trials (empty if too few)."""
+    """Optuna's parameter importances over the study's completed trials (empty if too few)."""
+    import warnings
+
     import optuna
 
     try:
@@ -66,7 +68,9 @@ def importances(settings) -> dict[str, float]:
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if len(done) < 3:
             return {}
-        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "few trials per regime" is expected in small searches
+            return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
     except Exception:  # e.g. a single distinct value: importances are undefined, not an error
         return {}
 

@@ -17,6 +17,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .encoder import DEFAULT_SETTINGS as ENCODER_SETTINGS
+from .encoder import encoder_features
+
 CACHE_VERSION = 1  # bump when features or k-means change what a key maps to
 
 
@@ -39,15 +42,28 @@ def pca(x: Tensor, dim: int) -> Tensor:
     return x @ (comps * signs)
 
 
-def cluster_features(x: Tensor, kind: str, pca_dim: int = 32) -> Tensor:
-    """(N, ...) images -> (N, D) L2-normalised features for k-means: raw pixels or PCA."""
+def cluster_features(
+    x: Tensor,
+    kind: str,
+    pca_dim: int = 32,
+    *,
+    data_key: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Tensor:
+    """(N, ...) images -> (N, D) L2-normalised features for k-means: raw pixels, PCA or a trained encoder.
+
+    `encoder` trains a small self-supervised CNN on x (see encoder.py); with `data_key` and
+    `cache_dir` it is cached under `cache_dir/encoders`, so every k and seed reuses it.
+    """
     flat = x.reshape(x.shape[0], -1).float()
     if kind == "raw":
         feats = flat
     elif kind == "pca":
         feats = pca(flat, pca_dim)
+    elif kind == "encoder":
+        feats = encoder_features(x, data_key, cache_dir)
     else:
-        raise ValueError(f"unknown cluster_features {kind!r}; valid: raw, pca")
+        raise ValueError(f"unknown cluster_features {kind!r}; valid: raw, pca, encoder")
     return torch.nn.functional.normalize(feats, dim=1)
 
 
@@ -123,6 +139,8 @@ class Clustering:
 
 def cache_key(data_key: str, features: str, pca_dim: int, k: int, seed: int) -> str:
     text = f"v{CACHE_VERSION}|{data_key}|{features}|{pca_dim if features == 'pca' else 0}|{k}|{seed}"
+    if features == "encoder":  # a change of encoder settings must not reuse old clusterings
+        text += f"|{ENCODER_SETTINGS.tag()}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -154,7 +172,7 @@ def cached_clusters(
         except Exception:  # a corrupt or foreign file: recompute and overwrite it
             pass
     gen = torch.Generator(device=x.device).manual_seed(seed)
-    res = kmeans(cluster_features(x, features, pca_dim), k, gen)
+    res = kmeans(cluster_features(x, features, pca_dim, data_key=data_key, cache_dir=root), k, gen)
     path.parent.mkdir(parents=True, exist_ok=True)
     # write to a unique temp name, then rename: concurrent trials never read half a file
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")

@@ -47,7 +47,7 @@ LABELS = ("ordinary", "complementary")
 ORDINARY_LOSSES = ("ce",)
 COMPLEMENTARY_LOSSES = ("scl_nl", "scl_exp", "fwd", "ure_ga", "ure_tnn", "pc")
 MIX_LEVELS = ("input", "manifold", "cutmix")
-CLUSTER_FEATURES = ("raw", "pca")
+CLUSTER_FEATURES = ("raw", "pca", "encoder")
 CL_TYPES = ("uniform", "multiple", "biased")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "step", "none")
@@ -102,7 +102,7 @@ class TrainConfig:
     contrastive_balance: float = 0.5
     """Infinite Class Mixup: share of the row (per-example) direction vs columns, in [0, 1]; 0.5 = paper."""
     cluster_features: str = "pca"
-    """Features k-means runs on: raw (pixels) | pca (pca_dim components); both L2-normalised."""
+    """Features k-means runs on: raw (pixels) | pca (pca_dim components) | encoder (self-supervised CNN, cached); L2-normalised."""
     pca_dim: int = 32
     """Components kept for cluster_features=pca."""
 

@@ -1,0 +1,105 @@
+"""A real search end to end: Ray runtime, Optuna study in sqlite, MLflow (sqlite and server)."""
+
+import json
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from trainables.core.config import TrainConfig
+from tuner.cli import main
+from tuner.search import SearchSettings
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 4
+
+
+def run_search(tmp_path, tracking_uri, name, samples, *extra):
+    argv = ["search", "--space", "all", "--num-samples", str(samples), "--epochs", str(EPOCHS),
+            "--hidden", "32", "--num-cpus", "2", "--grace-period", "1", "--reduction-factor", "2",
+            "--results-dir", str(tmp_path / "results"), "--tracking-uri", tracking_uri,
+            "--experiment", f"test-{name}", "--name", name, *extra]
+    assert main(argv) == 0
+    return SearchSettings.load(tmp_path / "results" / name)
+
+
+def runs_of(client, settings, role):
+    return client.search_runs(
+        [settings.experiment_id],
+        filter_string=f"tags.`mixtune.search` = '{settings.name}' and tags.`mixtune.role` = '{role}'",
+    )
+
+
+def test_search_end_to_end_sqlite(tmp_path, capsys, ray_shutdown):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    n = 8
+    settings = run_search(tmp_path, uri, "e2e", n)
+    out = capsys.readouterr().out
+    assert f"[{n}/{n} done" in out and "best test_acc" in out and "mlflow ui --backend-store-uri" in out
+
+    # the Optuna study holds every trial, with its value
+    study = optuna.load_study(study_name=settings.study_name, storage=settings.study_storage)
+    assert len(study.trials) == n
+    assert all(t.value is not None for t in study.trials)
+
+    # MLflow: one parent run, n nested runs with params and per-epoch metric histories
+    client = MlflowClient(uri)
+    (parent,) = runs_of(client, settings, "search")
+    trials = runs_of(client, settings, "trial")
+    assert len(trials) == n
+    assert parent.info.status == "FINISHED" and all(r.info.status == "FINISHED" for r in trials)
+    for r in trials:
+        assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert r.data.params["dataset"] == "digits" and r.data.params["seed"] == "0"
+        assert {"method", "dataset", "labels", "state", "node_id"} <= set(r.data.tags)
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "test_acc")]
+        assert steps == list(range(1, len(steps) + 1)) and 1 <= len(steps) <= EPOCHS
+        assert "plots/learning_curve.png" in [a.path for a in client.list_artifacts(r.info.run_id, "plots")]
+    states = [r.data.tags["state"] for r in trials]
+    assert "STOPPED_EARLY" in states, "ASHA stopped no trial"
+    assert "COMPLETED" in states
+
+    # the parent holds the summary: best metric, best config, plots, the best model
+    assert parent.data.metrics["trials"] == n
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"best_config.yaml", "space.yaml", "plots"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"plots/best_so_far.png", "plots/params_vs_metric.png"} <= plots
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    models = mlflow.search_logged_models(experiment_ids=[settings.experiment_id], output_format="list")
+    assert any(m.source_run_id == parent.info.run_id for m in models)
+
+    # compare prints the trials as a table
+    assert main(["compare", str(settings.folder)]) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split()[:2] == ["trial", "state"]
+    assert f"{min(10, n)} of {n} trials" in table
+
+    # export-best + train --config reproduce the best trial's metric exactly (CPU, same seed)
+    best_run = max((r for r in trials if r.data.tags["state"] == "COMPLETED"),
+                   key=lambda r: r.data.metrics["test_acc"])
+    best_yaml = tmp_path / "best.yaml"
+    assert main(["export-best", str(settings.folder), "-o", str(best_yaml)]) == 0
+    cfg = TrainConfig.from_yaml(best_yaml)
+    assert cfg.method == best_run.data.params["method"]
+    assert main(["train", "--config", str(best_yaml), "--quiet", "--output", str(tmp_path / "retrain")]) == 0
+    summary = json.loads((tmp_path / "retrain" / "summary.json").read_text())
+    assert summary["final"]["test_acc"] == pytest.approx(best_run.data.metrics["test_acc"], abs=1e-9)
+    # the Ray-side export agrees with the MLflow one
+    ray_yaml = tmp_path / "best-ray.yaml"
+    assert main(["export-best", str(settings.folder), "--source", "ray", "-o", str(ray_yaml)]) == 0
+    assert TrainConfig.from_yaml(ray_yaml) == cfg
+
+
+def test_search_against_mlflow_server(tmp_path, mlflow_server, ray_shutdown):
+    settings = run_search(tmp_path, mlflow_server, "server", 3, "--space", "icm")
+    client = MlflowClient(mlflow_server)
+    (parent,) = runs_of(client, settings, "search")
+    trials = runs_of(client, settings, "trial")
+    assert len(trials) == 3
+    assert all(r.data.tags["method"] == "icm" and "k" in r.data.params for r in trials)
+    assert all(len(client.get_metric_history(r.info.run_id, "train_loss")) >= 1 for r in trials)
+    assert "best_config.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id)}
