@@ -119,3 +119,9 @@ def test_core_imports_no_ray_optuna_mlflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_bf16_autocast_path_runs_on_cpu(digits):
+    # the CUDA default (bf16 autocast) exercised on the CPU: losses still computed in fp32
+    m = fit(small(method="infinite_class", precision="bf16", model="cnn"), digits).final
+    assert torch.isfinite(torch.tensor(m["train_loss"]))

@@ -97,7 +97,10 @@ def ray_validate(config: dict[str, Any]) -> dict[str, Any]:
     import ray.autoscaler
 
     schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
-    error = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(schema).iter_errors(config))
+    raw = dict(config)
+    if (raw.get("provider") or {}).get("type") == "local":
+        raw.pop("min_workers", None)  # the local provider's own field: prepare_config moves it
+    error = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(schema).iter_errors(raw))
     if error is not None:
         raise ClusterConfigError(f"{_field(error.absolute_path)}: {error.message} (Ray's cluster schema)")
     # Ray's helpers print through its CLI logger and abort with a click exception: keep the
