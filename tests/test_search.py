@@ -34,7 +34,7 @@ def runs_of(client, settings, role):
 def test_search_end_to_end_sqlite(tmp_path, capsys, ray_shutdown):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     n = 8
-    settings = run_search(tmp_path, uri, "e2e", n)
+    settings = run_search(tmp_path, uri, "e2e", n, "--register-model", "mixtune-e2e-best")
     out = capsys.readouterr().out
     assert f"[{n}/{n} done" in out and "best test_acc" in out and "mlflow ui --backend-store-uri" in out
 
@@ -71,6 +71,7 @@ def test_search_end_to_end_sqlite(tmp_path, capsys, ray_shutdown):
     mlflow.set_tracking_uri(uri)
     models = mlflow.search_logged_models(experiment_ids=[settings.experiment_id], output_format="list")
     assert any(m.source_run_id == parent.info.run_id for m in models)
+    assert client.get_latest_versions("mixtune-e2e-best")[0].run_id == parent.info.run_id
 
     # compare prints the trials as a table
     assert main(["compare", str(settings.folder)]) == 0

@@ -59,6 +59,11 @@ def train_trial(params: dict[str, Any], dataset: Dataset, base: dict[str, Any], 
             # report copies the folder to the run's storage before returning
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
 
+    if resume is not None and int(resume["epoch"]) >= cfg.epochs and resume.get("history"):
+        # restored from a stale experiment snapshot after the trial had finished: report its
+        # final epoch again (so Tune records the result) instead of training anything
+        on_epoch(dict(resume["history"][-1]), lambda: resume)
+        return
     fit(cfg, dataset, on_epoch, resume=resume)
 
 

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import time
 import urllib.parse
@@ -101,7 +102,27 @@ class SearchSettings:
             raise SearchError(f"{folder} is not a mixtune search folder (no {STATE_FILE})") from None
         except json.JSONDecodeError:
             raise SearchError(f"{path} is corrupt (not JSON)") from None
-        return cls(**values)
+        known = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(values, dict) or set(values) - known or "name" not in values:
+            raise SearchError(f"{path} is not a mixtune search state (unexpected keys)")
+        settings = cls(**values)
+        check_name(settings.name)
+        # the folder is where the state was found, whatever the working folder was at creation
+        folder = Path(folder).resolve()
+        if folder.name != settings.name:
+            raise SearchError(f"{path} names search {settings.name!r}, but its folder is {folder.name!r}")
+        settings.results_dir = str(folder.parent)
+        return settings
+
+
+NAME_CHARS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,199}")
+
+
+def check_name(name: str) -> None:
+    """A search name is one folder under the results folder: no separators, no `..`."""
+    if not isinstance(name, str) or not NAME_CHARS.fullmatch(name) or ".." in name:
+        raise SearchError(f"search name {name!r} must be 1-200 letters, digits or . _ + = - "
+                          "(starting with a letter or digit, no '..'): it names a folder under the results folder")
 
 
 def default_tracking_uri() -> str:
@@ -115,7 +136,7 @@ def default_name(space: str, base: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------- checks
-def build_space(settings: SearchSettings, n_train: int) -> Callable:
+def build_space(settings: SearchSettings, n_train: int, num_classes: int | None = None) -> Callable:
     """The define-by-run function, validated by a dry run against TrainConfig."""
     ctx = SpaceContext(labels=settings.base.get("labels", "complementary"), max_k=max(2, n_train // 2))
     if settings.space_doc is not None:
@@ -125,11 +146,12 @@ def build_space(settings: SearchSettings, n_train: int) -> Callable:
             space = get_preset(settings.space, ctx)
         except ValueError as e:
             raise SpaceError(str(e)) from None
-    dry_run(space, settings, n_train)
+    dry_run(space, settings, n_train, num_classes)
     return space
 
 
-def dry_run(space: Callable, settings: SearchSettings, n_train: int, trials: int = 48) -> None:
+def dry_run(space: Callable, settings: SearchSettings, n_train: int, num_classes: int | None = None,
+            trials: int = 48) -> None:
     """Sample the space with a throwaway study; every sample must make a valid TrainConfig."""
     import optuna
 
@@ -144,9 +166,17 @@ def dry_run(space: Callable, settings: SearchSettings, n_train: int, trials: int
             raise SpaceError(f"{where}: {e}") from None
         values = {**settings.base, **trial.params, **fixed}
         try:
-            TrainConfig.from_dict(values)
+            cfg = TrainConfig.from_dict(values)
         except ConfigError as e:
             raise SpaceError(f"{where}: a sampled point is not a valid config: {e}") from None
+        # what depends on the data: checked here, not by a trial hours into the search
+        fixed_k = "k" not in trial.distributions
+        if cfg.method_spec.pairing == "cluster" and cfg.k > n_train:
+            what = f"k={cfg.k}" if fixed_k else f"{where}: a sampled k={cfg.k}"
+            raise SpaceError(f"{what} is larger than the training set ({n_train} examples)")
+        if (num_classes and cfg.labels == "complementary" and cfg.cl_type == "multiple"
+                and cfg.num_cl > num_classes - 1):
+            raise SpaceError(f"num_cl={cfg.num_cl} must be <= {num_classes - 1} (classes - 1) for {cfg.dataset}")
         for name, dist in trial.distributions.items():
             high = getattr(dist, "high", None)
             if name == "k" and high is not None and high > n_train:
@@ -217,13 +247,14 @@ def start_ray(settings: SearchSettings) -> None:
 
 def make_searcher(settings: SearchSettings, space: Callable):
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
+
+    from tuner.resume import ResumableOptunaSearch
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.TPESampler(multivariate=True, group=True, seed=settings.seed)
     storage = optuna.storages.RDBStorage(settings.study_storage)
-    return OptunaSearch(
+    return ResumableOptunaSearch(
         space=space,
         metric=settings.metric,
         mode=settings.mode,
@@ -294,6 +325,9 @@ def prepare(settings: SearchSettings) -> tuple[SearchSettings, Dataset, Callable
         # trials must share one clustering cache: make it explicit (and absolute) for workers
         base = base.replace(cache_dir=str(default_cache_dir().resolve()))
     settings.base = base.to_dict()
+    check_name(settings.name)
+    if base.device.startswith("cuda") and settings.gpus_per_trial <= 0:
+        raise SearchError(f"device={base.device} needs --gpus-per-trial > 0: Ray hides GPUs from trials without one")
     if settings.metric not in ("test_acc", "test_ece", "train_loss", "noise_rate", "pair_impurity"):
         raise SearchError(f"metric {settings.metric!r} is not reported by trials")
     if settings.mode not in ("max", "min"):
@@ -311,7 +345,7 @@ def prepare(settings: SearchSettings) -> tuple[SearchSettings, Dataset, Callable
     check_storage_path(settings.ray_storage)
     check_ray_address(settings.address)
     dataset = load_dataset(base)
-    space = build_space(settings, n_train=len(dataset.y_train))
+    space = build_space(settings, n_train=len(dataset.y_train), num_classes=dataset.num_classes)
     return settings, dataset, space
 
 
@@ -340,29 +374,65 @@ def run_search(settings: SearchSettings, echo: Callable[[str], None] = print) ->
     return execute(settings, dataset, space, client, echo)
 
 
-def execute(settings, dataset, space, client, echo, restore: bool = False) -> SearchOutcome:
-    from ray import tune
+def experiment_path(settings: SearchSettings) -> str:
+    """Where Ray Tune keeps the search's experiment state (what `Tuner.restore` reads)."""
+    if "://" in settings.ray_storage:
+        return f"{settings.ray_storage.rstrip('/')}/{settings.name}"
+    return str(Path(settings.ray_storage) / settings.name)
 
+
+class SearchInterrupted(KeyboardInterrupt):
+    """The driver was asked to stop (Ctrl-C); the search can be resumed."""
+
+
+def execute(settings, dataset, space, client, echo, restore: bool = False) -> SearchOutcome:
+    """Run (or restore and continue) the Tune experiment, then summarise it.
+
+    Ctrl-C: Ray Tune's own SIGINT handler ends the loop after saving its state; the search's
+    MLflow runs still RUNNING are set KILLED and the resume command is printed.
+    """
     from tuner import tracking
     from tuner.progress import Progress
 
     start = time.time()
-    start_ray(settings)
-    callbacks = [
-        tracking.MLflowTrials(settings.tracking_uri, settings.parent_run_id, settings.experiment_id,
-                              settings.base, settings.name),
-        Progress(settings.metric, settings.mode, settings.num_samples, echo),
-    ]
-    path = str(Path(settings.ray_storage) / settings.name) if "://" not in settings.ray_storage else \
-        f"{settings.ray_storage.rstrip('/')}/{settings.name}"
-    if restore:
-        tuner = tune.Tuner.restore(path, trainable=make_trainable(settings, dataset), resume_errored=True,
-                                   param_space=None)
-    else:
-        tuner = make_tuner(settings, space, dataset, callbacks)
-    results = tuner.fit()
-    outcome = summarise(settings, results, time.time() - start, client)
-    return outcome
+    try:
+        start_ray(settings)
+        path = experiment_path(settings)
+        tuner = None
+        if restore:
+            from tuner.resume import restore_tuner
+
+            tuner = restore_tuner(settings, path, make_trainable(settings, dataset), client, echo)
+        if tuner is None:  # a new search, or one stopped before Ray saved anything
+            callbacks = [
+                tracking.MLflowTrials(settings.tracking_uri, settings.parent_run_id, settings.experiment_id,
+                                      settings.base, settings.name),
+                Progress(settings.metric, settings.mode, settings.num_samples, echo),
+            ]
+            tuner = make_tuner(settings, space, dataset, callbacks)
+        results = tuner.fit()
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before Tune's handler was installed
+        stopped(settings, client, echo)
+        raise
+    if results.num_terminated + results.num_errors < len(results) or len(results) < settings.num_samples:
+        stopped(settings, client, echo, done=results.num_terminated + results.num_errors)
+        raise SearchInterrupted()
+    # every trial ended: a run the callback could not close (its driver was killed) is closed here
+    tracking.close_runs(client, settings, status="KILLED", state="KILLED")
+    return summarise(settings, results, time.time() - start, client)
+
+
+def stopped(settings: SearchSettings, client, echo, done: int | None = None) -> None:
+    """Close the search's open MLflow runs as KILLED and say how to continue."""
+    from tuner import tracking
+
+    try:
+        tracking.close_runs(client, settings, status="KILLED", state="INTERRUPTED")
+        client.set_terminated(settings.parent_run_id, status="KILLED")
+    except Exception as e:  # the tracking store may be what failed: still print the way out
+        echo(f"(could not close the MLflow runs: {str(e).splitlines()[0] if str(e) else type(e).__name__})")
+    count = f" after {done}/{settings.num_samples} trials" if done is not None else ""
+    echo(f"search {settings.name} stopped{count}; continue it with: mixtune resume {settings.folder}")
 
 
 def trial_rows(results) -> list[dict[str, Any]]:
@@ -407,6 +477,8 @@ def log_search_params(client, settings: SearchSettings) -> None:
     s = dataclasses.asdict(settings)
     keep = ["space", "metric", "mode", "num_samples", "max_concurrent", "cpus_per_trial", "gpus_per_trial",
             "grace_period", "reduction_factor", "max_failures", "seed", "address", "storage_path"]
+    for k in ("address", "storage_path"):  # URIs may carry user:password
+        s[k] = redact_uri(s[k]) if s[k] else s[k]
     params = [Param(f"search.{k}", str(s[k])) for k in keep]
     params += [Param(f"base.{k}", str(v)) for k, v in settings.base.items()]
     params.append(Param("search.results_folder", str(settings.folder)))

@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -66,6 +67,25 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
         path = uri[len("sqlite:///"):]
         if not uri.startswith("sqlite:///") or not path:
             raise TrackingError(f"tracking URI {shown}: use sqlite:///<absolute path>")
+        _check_writable_file(Path(path.split("?", 1)[0]), shown)
+    if scheme in ("file", ""):
+        _check_writable_file(Path(urllib.parse.urlsplit(uri).path if scheme else uri), shown, folder=True)
+
+
+def _check_writable_file(path: Path, shown: str, folder: bool = False) -> None:
+    """The store (a sqlite file or an mlruns folder) exists and is writable, or can be created."""
+    import os
+
+    if path.exists():
+        if folder != path.is_dir() or not os.access(path, os.W_OK):
+            what = "a writable folder" if folder else "a writable sqlite file"
+            raise TrackingError(f"tracking URI {shown}: {path} is not {what}")
+        return
+    parent = path.parent
+    if not parent.is_dir():
+        raise TrackingError(f"tracking URI {shown}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise TrackingError(f"tracking URI {shown}: folder {parent} is not writable")
 
 
 def client(uri: str):
@@ -107,6 +127,40 @@ def _params(values: dict[str, Any]) -> list:
     return [Param(k, "None" if v is None else str(v)[:6000]) for k, v in values.items()]
 
 
+# trials this driver has seen, by Tune trial id: lets the searcher record a trial's error
+LIVE_TRIALS: dict[str, Any] = {}
+
+
+def error_of(trial_id: str) -> str:
+    """First line of a live trial's error (for the Optuna study), or 'unknown error'."""
+    trial = LIVE_TRIALS.get(trial_id)
+    return _trial_error(trial) if trial is not None else "unknown error"
+
+
+def trial_runs(mlflow_client, settings, status: str | None = None) -> list:
+    """Every (not deleted) nested run of a search, optionally only those in one status."""
+    query = f"tags.`{SEARCH_TAG}` = '{settings.name}' and tags.`{ROLE_TAG}` = 'trial'"
+    if status:
+        query += f" and attributes.status = '{status}'"
+    runs, token = [], None
+    while True:
+        page = mlflow_client.search_runs([settings.experiment_id], filter_string=query, max_results=1000,
+                                         page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def close_runs(mlflow_client, settings, status: str, state: str) -> int:
+    """Set every nested run of the search still RUNNING to `status` (tag state=`state`)."""
+    runs = trial_runs(mlflow_client, settings, status="RUNNING")
+    for run in runs:
+        mlflow_client.set_tag(run.info.run_id, "state", state)
+        mlflow_client.set_terminated(run.info.run_id, status=status)
+    return len(runs)
+
+
 class MLflowTrials(tune.Callback):
     """Tune callback: nested MLflow run per trial under the search's parent run."""
 
@@ -119,6 +173,7 @@ class MLflowTrials(tune.Callback):
         self.search_name = search_name
         self._client = None
         self._runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
+        self._logged: dict[str, int] = {}  # run id -> last step logged before a resume
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks into its snapshot
         state = dict(self.__dict__)
@@ -144,6 +199,10 @@ class MLflowTrials(tune.Callback):
         if found:
             run_id = found[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
+            self.client.set_tag(run_id, "state", "RUNNING")
+            # a resumed trial re-reports epochs logged before the driver stopped: log each once
+            steps = [m.step for m in self.client.get_metric_history(run_id, "epoch")]
+            self._logged[run_id] = max(steps, default=0)
         else:
             cfg = TrainConfig.from_dict(
                 {**self.base, **{k: v for k, v in trial.config.items() if k in TrainConfig.__dataclass_fields__}}
@@ -176,13 +235,17 @@ class MLflowTrials(tune.Callback):
 
     # ------------------------------------------------------------------ Tune hooks
     def on_trial_start(self, iteration, trials, trial, **info):
+        LIVE_TRIALS[trial.trial_id] = trial
         self.run_for(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         from mlflow.entities import Metric, RunTag
 
+        LIVE_TRIALS[trial.trial_id] = trial
         run_id = self.run_for(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
+        if step <= self._logged.get(run_id, 0):
+            return
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, step) for k, v in metrics_from_result(result).items()]
         tags = [RunTag("node_id", str(result["node_id"]))] if "node_id" in result else []

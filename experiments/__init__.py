@@ -1,0 +1,1 @@
+"""Reproductions of the three methods' claims on this machine's data: `python -m experiments.reproduce`."""

@@ -1,0 +1,217 @@
+"""A real two-node Ray cluster on loopback: `mixtune search --address` spreads trials over both.
+
+Two `ray start --block` processes (a head and a second node), each with one CPU and a custom
+resource naming it, each in its own temp dir and process session. The search runs as a
+separate driver process against the real `mlflow server` fixture. The nodes run under a
+`sitecustomize` guard that makes every dataset loader raise inside their processes, so the
+trials can only have trained on data that came from the driver through the object store.
+Afterwards both nodes are stopped by their own process sessions (never `ray stop`, which
+would take down every Ray runtime on the machine) and the test checks nothing of theirs is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from pathlib import Path
+import shutil
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+# imported at start-up by every Python process of the two nodes (PYTHONPATH), not by the driver
+GUARD = textwrap.dedent('''
+    import importlib.abc, importlib.machinery, os, sys
+
+    class _NoDatasetFiles(importlib.abc.MetaPathFinder):
+        """After trainables.core.data is imported here, loading a dataset raises."""
+
+        def find_spec(self, name, path, target=None):
+            if name != "trainables.core.data":
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+            if spec is None:
+                return None
+            run = spec.loader.exec_module
+
+            def exec_module(module):
+                run(module)
+
+                def refuse(*args, **kwargs):
+                    raise RuntimeError("this node has no dataset files: data must come from the driver")
+
+                module.load_dataset = refuse
+                for key in module.LOADERS:
+                    module.LOADERS[key] = refuse
+                marker = os.path.join(os.environ["MIXTUNE_TEST_GUARD"], f"guarded-{os.getpid()}")
+                open(marker, "w").close()
+
+            spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, _NoDatasetFiles())
+''')
+
+# asks the cluster which node holds which custom resource; run as its own short-lived driver
+PROBE = textwrap.dedent('''
+    import json, sys, time
+    import ray
+
+    ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+    deadline = time.time() + float(sys.argv[2])
+    while True:
+        alive = [n for n in ray.nodes() if n["Alive"]]
+        names = {r: n["NodeID"] for n in alive for r in n["Resources"] if r in ("node_a", "node_b")}
+        if len(names) == 2 or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    print(json.dumps(names))
+    ray.shutdown()
+''')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def session_members(sids: set[int]) -> dict[int, str]:
+    """pid -> command line of every live process in one of these sessions (the nodes' processes)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+            if fields[0] == "Z" or int(fields[3]) not in sids:  # state, ..., session id
+                continue
+            found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def start_node(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with open(log, "w") as out:
+        # its own session: the node's daemons and workers inherit it, so they can be found and stopped
+        return subprocess.Popen(["ray", "start", "--block", "--disable-usage-stats", "--num-gpus", "0",
+                                 "--node-ip-address", "127.0.0.1", *args],
+                                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def node_ports() -> list[str]:
+    """Every port a node listens on, free ones: two nodes share the host (and other test runs)."""
+    return ["--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
+            "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+            "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port())]
+
+
+@pytest.fixture
+def two_nodes(tmp_path):
+    """(address, {"node_a": id, "node_b": id}, guard folder); both nodes stopped afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="mt-", dir="/tmp"))  # short: Ray's socket paths are length-limited
+    guard = root / "guard"
+    guard.mkdir()
+    (guard / "sitecustomize.py").write_text(GUARD)
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(guard), os.environ.get("PYTHONPATH")])),
+           "MIXTUNE_TEST_GUARD": str(guard)}
+    nodes: list[subprocess.Popen] = []
+    try:
+        nodes.append(start_node(["--head", "--port", str(port), "--num-cpus", "1", "--resources", '{"node_a": 1}',
+                                 "--include-dashboard", "false",
+                                 "--temp-dir", str(root / "a"), *node_ports()], env, tmp_path / "head.log"))
+        deadline = time.time() + 90
+        while not port_open(port):
+            assert nodes[0].poll() is None, f"head exited: {(tmp_path / 'head.log').read_text()[-2000:]}"
+            assert time.time() < deadline, "the head's GCS port never opened"
+            time.sleep(0.5)
+        nodes.append(start_node(["--address", address, "--num-cpus", "1", "--resources", '{"node_b": 1}',
+                                 "--temp-dir", str(root / "b"), *node_ports()], env, tmp_path / "node_b.log"))
+        probe = subprocess.run([sys.executable, "-c", PROBE, address, "90"], capture_output=True, text=True,
+                               timeout=150, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+        assert probe.returncode == 0, probe.stderr[-2000:]
+        ids = json.loads(probe.stdout.strip().splitlines()[-1])
+        assert set(ids) == {"node_a", "node_b"}, f"the cluster did not come up with both nodes: {ids}"
+        yield address, ids, guard
+    finally:
+        sids = {p.pid for p in nodes}  # start_new_session: each node's session id is its `ray start` pid
+        for p in reversed(nodes):  # the second node first, then the head
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        deadline = time.time() + 30
+        while session_members(sids) and time.time() < deadline:
+            time.sleep(0.5)
+        left = session_members(sids)
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for p in nodes:
+            p.wait(timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
+        assert not left, f"processes of the test cluster survived SIGTERM: {left}"
+        assert not session_members(sids) and not port_open(port), "the test cluster is still running"
+
+
+def test_search_spreads_trials_over_two_nodes(tmp_path, two_nodes, mlflow_server):
+    address, node_ids, guard = two_nodes
+    name = f"multinode-{uuid.uuid4().hex[:8]}"
+    shared = tmp_path / "shared"  # --storage-path: a folder every node reaches
+    samples = 4
+    cmd = ["mixtune", "search", "--address", address, "--space", "icm", "--num-samples", str(samples),
+           "--epochs", "3", "--hidden", "32", "--max-concurrent", "2", "--cpus-per-trial", "1",
+           "--grace-period", "1", "--name", name, "--experiment", name, "--tracking-uri", mlflow_server,
+           "--results-dir", str(tmp_path / "results"), "--storage-path", str(shared)]
+    # the driver alone may load the dataset: it runs without the guard
+    env = {k: v for k, v in os.environ.items() if k not in ("MIXTUNE_TEST_GUARD", "MLFLOW_TRACKING_URI")}
+    env["RAY_AUTH_MODE"] = "disabled"
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert run.returncode == 0, f"search failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    assert f"[{samples}/{samples} done" in run.stdout
+
+    # the trials ran under the guard: the dataset they trained on came through the object store
+    assert list(guard.glob("guarded-*")), "no node process imported the data module under the guard"
+
+    # every trial is a nested run in the one MLflow server, tagged with the node it ran on
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`mixtune.search` = '{name}'")
+    trials = [r for r in runs if r.data.tags.get("mixtune.role") == "trial"]
+    parents = [r for r in runs if r.data.tags.get("mixtune.role") == "search"]
+    assert len(parents) == 1 and len(trials) == samples
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in trials)
+    tagged = {r.data.tags["node_id"] for r in trials}
+    assert tagged == set(node_ids.values()), f"trials ran on {tagged}, the nodes are {node_ids}"
+
+    # Ray's results and checkpoints are in the shared storage path and agree on the nodes
+    trial_dirs = sorted((shared / name).glob("trial_*"))
+    assert len(trial_dirs) == samples
+    reported = set()
+    for d in trial_dirs:
+        lines = [json.loads(line) for line in (d / "result.json").read_text().splitlines() if line.strip()]
+        reported |= {line["node_id"] for line in lines}
+        assert list(d.glob("checkpoint_*/state.pt")), f"{d.name} has no checkpoint in the shared folder"
+    assert reported == set(node_ids.values())
