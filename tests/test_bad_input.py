@@ -35,9 +35,9 @@ def idx_bytes(magic: int, dims: tuple[int, ...], data: bytes) -> bytes:
 
 
 def mnist_dir(root: Path, *, images: bytes | None = None, labels: bytes | None = None) -> Path:
-    """A t10k-only MNIST folder of 20 images; `images`/`labels` replace one file's bytes."""
+    """A t10k-only MNIST folder of 40 images; `images`/`labels` replace one file's bytes."""
     root.mkdir(parents=True, exist_ok=True)
-    n = 20
+    n = 40
     good_images = idx_bytes(0x803, (n, 28, 28), bytes(n * 28 * 28))
     good_labels = idx_bytes(0x801, (n,), bytes(i % 10 for i in range(n)))
     (root / "t10k-images-idx3-ubyte").write_bytes(images if images is not None else good_images)
@@ -81,7 +81,7 @@ def make_case(name: str, tmp: Path) -> tuple[list[str], str]:
     if name == "missing_dataset":
         return ["search", "--dataset", "mnist", "--data-dir", str(d / "nowhere")], "MNIST not found"
     if name == "truncated_idx":
-        good = idx_bytes(0x803, (20, 28, 28), bytes(20 * 28 * 28))
+        good = idx_bytes(0x803, (40, 28, 28), bytes(40 * 28 * 28))
         root = mnist_dir(d / "mnist", images=good[:-100])
         return ["search", "--dataset", "mnist", "--data-dir", str(root)], "truncated"
     if name == "truncated_gzip_idx":
@@ -89,14 +89,15 @@ def make_case(name: str, tmp: Path) -> tuple[list[str], str]:
         mnist_dir(root)
         raw = (root / "t10k-images-idx3-ubyte").read_bytes()
         (root / "t10k-images-idx3-ubyte").unlink()
-        (root / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(raw)[:200])
+        packed = gzip.compress(raw)
+        (root / "t10k-images-idx3-ubyte.gz").write_bytes(packed[: len(packed) // 2])
         return ["search", "--dataset", "mnist", "--data-dir", str(root)], "cannot read"
     if name == "wrong_magic":
-        root = mnist_dir(d / "mnist", labels=idx_bytes(0x803, (20,), bytes(20)))
+        root = mnist_dir(d / "mnist", labels=idx_bytes(0x803, (40,), bytes(40)))
         return ["search", "--dataset", "mnist", "--data-dir", str(root)], "wrong magic number"
     if name == "count_mismatch":
-        root = mnist_dir(d / "mnist", labels=idx_bytes(0x801, (19,), bytes(19)))
-        return ["search", "--dataset", "mnist", "--data-dir", str(root)], "19 labels but"
+        root = mnist_dir(d / "mnist", labels=idx_bytes(0x801, (39,), bytes(39)))
+        return ["search", "--dataset", "mnist", "--data-dir", str(root)], "39 labels but"
     if name == "npz_wrong_shape":
         f = npz_file(d / "d.npz", x_train=np.zeros((20, 2, 2, 8, 8), np.uint8))
         return ["search", "--dataset", "npz", "--data-dir", str(f)], "x_train has shape (20, 2, 2, 8, 8)"

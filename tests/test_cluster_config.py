@@ -198,3 +198,26 @@ def test_not_a_mapping_and_missing_file_fail(tmp_path):
         check_cluster_file(path)
     with pytest.raises(ClusterConfigError, match="cannot read"):
         check_cluster_file(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_commands_are_valid_bash(name):
+    import subprocess
+
+    from tuner.cluster import shell_commands
+
+    config = yaml.safe_load((ROOT / name).read_text())
+    for where, cmd in shell_commands(config):
+        check = subprocess.run(["bash", "-n", "-c", cmd], capture_output=True, text=True)
+        assert check.returncode == 0, f"{name} {where}: {check.stderr.strip()}"
+
+
+def test_tracking_uri_defaults_to_the_environment(monkeypatch, tmp_path):
+    """The cluster's nodes export MLFLOW_TRACKING_URI; `mixtune search` uses it unless told otherwise."""
+    from tuner.search import default_tracking_uri
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://10.0.0.10:5000")
+    assert default_tracking_uri() == "http://10.0.0.10:5000"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.chdir(tmp_path)
+    assert default_tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"

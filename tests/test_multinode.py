@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,7 +23,6 @@ import textwrap
 import time
 import uuid
 from pathlib import Path
-import shutil
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -125,8 +125,11 @@ def node_ports() -> list[str]:
 
 
 @pytest.fixture
-def two_nodes(tmp_path):
-    """(address, {"node_a": id, "node_b": id}, guard folder); both nodes stopped afterwards."""
+def two_nodes(tmp_path, request):
+    """(address, {"node_a": id, "node_b": id}, guard folder, MLflow URI); nodes stopped afterwards.
+
+    The session's `mlflow_server` is asked for while the head boots: both take tens of seconds.
+    """
     root = Path(tempfile.mkdtemp(prefix="mt-", dir="/tmp"))  # short: Ray's socket paths are length-limited
     guard = root / "guard"
     guard.mkdir()
@@ -141,6 +144,7 @@ def two_nodes(tmp_path):
         nodes.append(start_node(["--head", "--port", str(port), "--num-cpus", "1", "--resources", '{"node_a": 1}',
                                  "--include-dashboard", "false",
                                  "--temp-dir", str(root / "a"), *node_ports()], env, tmp_path / "head.log"))
+        mlflow_uri = request.getfixturevalue("mlflow_server")
         deadline = time.time() + 90
         while not port_open(port):
             assert nodes[0].poll() is None, f"head exited: {(tmp_path / 'head.log').read_text()[-2000:]}"
@@ -153,30 +157,34 @@ def two_nodes(tmp_path):
         assert probe.returncode == 0, probe.stderr[-2000:]
         ids = json.loads(probe.stdout.strip().splitlines()[-1])
         assert set(ids) == {"node_a", "node_b"}, f"the cluster did not come up with both nodes: {ids}"
-        yield address, ids, guard
+        yield address, ids, guard, mlflow_uri
     finally:
         sids = {p.pid for p in nodes}  # start_new_session: each node's session id is its `ray start` pid
         for p in reversed(nodes):  # the second node first, then the head
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
-        deadline = time.time() + 30
+        # as `ray stop` does: a grace period after SIGTERM, then SIGKILL for what is left
+        deadline = time.time() + 15  # `ray stop` waits 16 s
         while session_members(sids) and time.time() < deadline:
             time.sleep(0.5)
-        left = session_members(sids)
-        for pid in left:
+        for pid in session_members(sids):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         for p in nodes:
             p.wait(timeout=30)
+        deadline = time.time() + 10  # SIGKILLed processes vanish once the kernel has reaped them
+        while session_members(sids) and time.time() < deadline:
+            time.sleep(0.2)
+        left = session_members(sids)
         shutil.rmtree(root, ignore_errors=True)
-        assert not left, f"processes of the test cluster survived SIGTERM: {left}"
-        assert not session_members(sids) and not port_open(port), "the test cluster is still running"
+        assert not left, f"processes of the test cluster are still running: {left}"
+        assert not port_open(port), "the test cluster's GCS port still answers"
 
 
-def test_search_spreads_trials_over_two_nodes(tmp_path, two_nodes, mlflow_server):
-    address, node_ids, guard = two_nodes
+def test_search_spreads_trials_over_two_nodes(tmp_path, two_nodes):
+    address, node_ids, guard, mlflow_server = two_nodes
     name = f"multinode-{uuid.uuid4().hex[:8]}"
     shared = tmp_path / "shared"  # --storage-path: a folder every node reaches
     samples = 4

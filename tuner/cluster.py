@@ -85,6 +85,12 @@ def _field(path) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
+def _schema_error(error) -> ClusterConfigError:
+    message = " ".join(error.message.split())  # the message quotes the offending value: keep it short
+    message = message if len(message) <= 240 else message[:237] + "..."
+    return ClusterConfigError(f"{_field(error.absolute_path)}: {message} (Ray's cluster schema)")
+
+
 def ray_validate(config: dict[str, Any]) -> dict[str, Any]:
     """Ray's schema and cross-field checks, as `ray up` runs them; returns the filled-out config.
 
@@ -102,7 +108,7 @@ def ray_validate(config: dict[str, Any]) -> dict[str, Any]:
         raw.pop("min_workers", None)  # the local provider's own field: prepare_config moves it
     error = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(schema).iter_errors(raw))
     if error is not None:
-        raise ClusterConfigError(f"{_field(error.absolute_path)}: {error.message} (Ray's cluster schema)")
+        raise _schema_error(error)
     # Ray's helpers print through its CLI logger and abort with a click exception: keep the
     # printing out of our output and turn any failure into one line
     out = io.StringIO()
@@ -114,7 +120,7 @@ def ray_validate(config: dict[str, Any]) -> dict[str, Any]:
             prepared = prepare_config(copy.deepcopy(config))
             validate_config(prepared)
     except jsonschema.ValidationError as e:
-        raise ClusterConfigError(f"{_field(e.absolute_path)}: {e.message} (Ray's cluster schema)") from None
+        raise _schema_error(e) from None
     except Exception as e:  # ValueError, RuntimeError, NotImplementedError, click's abort
         msg = str(getattr(e, "message", "") or e).strip() or out.getvalue().strip()
         raise ClusterConfigError(f"rejected by Ray: {msg.splitlines()[0] if msg else type(e).__name__}") from None
@@ -132,7 +138,7 @@ def _commands(config: dict[str, Any], *keys: str) -> list[str]:
     return out
 
 
-def _all_commands(config: dict[str, Any]) -> list[tuple[str, str]]:
+def shell_commands(config: dict[str, Any]) -> list[tuple[str, str]]:
     """(where, command) for every shell command in the config."""
     found = [(key, c) for key in COMMAND_LISTS for c in _commands(config, key)]
     for name, node in (config.get("available_node_types") or {}).items():
@@ -155,16 +161,12 @@ def check_integers(config: dict[str, Any]) -> list[str]:
             if key in node and not _is_int(node[key]):
                 problems.append(f"available_node_types.{name}.{key}: {node[key]!r} is not an integer")
         for res, amount in (node.get("resources") or {}).items():
-            if not _is_int(amount):
-                problems.append(f"available_node_types.{name}.resources.{res}: {amount!r} is not an integer "
-                                f"(write {int(amount)} or request fractions per trial instead)"
-                                if isinstance(amount, float) and amount.is_integer() else
-                                f"available_node_types.{name}.resources.{res}: {amount!r} is not an integer "
-                                f"(nodes offer whole units; trials may request fractions)")
+            if not _is_int(amount):  # a node offers whole units; a trial may ask for a fraction
+                problems.append(f"available_node_types.{name}.resources.{res}: {amount!r} is not an integer")
         mins, maxs = node.get("min_workers", 0), node.get("max_workers")
         if _is_int(mins) and _is_int(maxs) and mins > maxs:
             problems.append(f"available_node_types.{name}: min_workers {mins} > max_workers {maxs}")
-    for where, cmd in _all_commands(config):
+    for where, cmd in shell_commands(config):
         if "ray start" in cmd:
             problems += [f"{where}: `{cmd.strip()[:80]}`: {p}" for p in _start_flag_problems(cmd)]
     return problems
@@ -267,7 +269,7 @@ _HOST = re.compile(r"(?:--host|-h)(?:=|\s+)(\S+)")
 
 
 def mlflow_server_commands(config: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(w, c) for w, c in _all_commands(config) if re.search(r"\bmlflow\s+server\b", c)]
+    return [(w, c) for w, c in shell_commands(config) if re.search(r"\bmlflow\s+server\b", c)]
 
 
 def check_mlflow_exposure(config: dict[str, Any]) -> tuple[list[str], int | None]:

@@ -170,6 +170,10 @@ def dry_run(space: Callable, settings: SearchSettings, n_train: int, num_classes
         except ConfigError as e:
             raise SpaceError(f"{where}: a sampled point is not a valid config: {e}") from None
         # what depends on the data: checked here, not by a trial hours into the search
+        for name, dist in trial.distributions.items():
+            high = getattr(dist, "high", None)
+            if name == "k" and high is not None and high > n_train:
+                raise SpaceError(f"{where}: k goes up to {high}, more than the {n_train} training examples")
         fixed_k = "k" not in trial.distributions
         if cfg.method_spec.pairing == "cluster" and cfg.k > n_train:
             what = f"k={cfg.k}" if fixed_k else f"{where}: a sampled k={cfg.k}"
@@ -177,10 +181,6 @@ def dry_run(space: Callable, settings: SearchSettings, n_train: int, num_classes
         if (num_classes and cfg.labels == "complementary" and cfg.cl_type == "multiple"
                 and cfg.num_cl > num_classes - 1):
             raise SpaceError(f"num_cl={cfg.num_cl} must be <= {num_classes - 1} (classes - 1) for {cfg.dataset}")
-        for name, dist in trial.distributions.items():
-            high = getattr(dist, "high", None)
-            if name == "k" and high is not None and high > n_train:
-                raise SpaceError(f"{where}: k goes up to {high}, more than the {n_train} training examples")
         study.tell(trial, 0.0)
 
 
@@ -221,6 +221,10 @@ def quiet_logs() -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     for name in ("mlflow", "alembic", "ray", "ray.tune", "optuna", "torch._export"):
         logging.getLogger(name).setLevel(logging.WARNING if name != "ray.tune" else logging.ERROR)
+    # a failed trial is one progress line (its traceback is in the trial's error.txt and its MLflow
+    # run), not a traceback on the console plus "Trials did not complete" at the end
+    for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def trial_dirname(trial) -> str:
@@ -413,6 +417,13 @@ def execute(settings, dataset, space, client, echo, restore: bool = False) -> Se
         results = tuner.fit()
     except KeyboardInterrupt:  # a second Ctrl-C, or one before Tune's handler was installed
         stopped(settings, client, echo)
+        raise
+    except Exception:  # Ray could not start or Tune died: leave no run RUNNING, keep it resumable
+        try:
+            tracking.close_runs(client, settings, status="FAILED", state="FAILED")
+            client.set_terminated(settings.parent_run_id, status="FAILED")
+        except Exception:
+            pass
         raise
     if results.num_terminated + results.num_errors < len(results) or len(results) < settings.num_samples:
         stopped(settings, client, echo, done=results.num_terminated + results.num_errors)

@@ -41,7 +41,7 @@ from .mixing import (
     random_pairing,
     repeat_anchor,
 )
-from .models import build_model
+from .models import auto_model_name, build_model
 
 EpochCallback = Callable[[dict[str, float], Callable[[], dict[str, Any]]], None]
 
@@ -200,9 +200,13 @@ def fit(
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)  # model initialisation
-    model = build_model(cfg.model, tuple(data.x.shape[1:]), data.num_classes, cfg.hidden).to(device)
-    conv = data.x.dim() == 4 and data.x.shape[-1] > 1 and not cfg.model == "mlp"
+    in_shape = tuple(data.x.shape[1:])
+    model = build_model(cfg.model, in_shape, data.num_classes, cfg.hidden).to(device)
+    conv = (cfg.model if cfg.model != "auto" else auto_model_name(in_shape)) != "mlp"
     if cuda and conv:
+        # batch shapes repeat every step: let cuDNN time its algorithms once per shape and keep
+        # the fastest (GPU results are not bit-reproducible anyway: bf16, atomic reductions)
+        torch.backends.cudnn.benchmark = True
         # channels_last lets cuDNN pick NHWC tensor-core kernels under bf16
         model = model.to(memory_format=torch.channels_last)
         data.x = data.x.contiguous(memory_format=torch.channels_last)
