@@ -91,6 +91,14 @@ def render(profile: Profile, sections: list[tuple[str, Section]], timings: dict[
         "*reversed* beyond it the other way (with one seed there are no error bars and the verdict is marked '?').",
         "",
     ]
+    lines += [
+        "## Summary: each claim, the gap in points (mean over seeds) and the verdict",
+        "",
+        "| claim | setting | gap (verdict) |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {c} | {where} | {gap} |" for _, sec in sections for c, where, gap in sec.claims]
+    lines.append("")
     for name, sec in sections:
         lines += [f"## {sec.title}", "", sec.settings, ""]
         for t in sec.tables:
@@ -112,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mnist-dir", default="../shared/data/mnist", help="folder with t10k-*-ubyte[.gz]")
     parser.add_argument("--cache-dir", default=None, help="clustering/encoder cache (default $MIXTUNE_CACHE or ~/.cache/mixtune)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (default 1)")
+    parser.add_argument("--datasets", nargs="+", choices=["digits", "mnist"], help="restrict to these datasets (to split a run into parallel parts)")
     parser.add_argument("--fresh", action="store_true", help="retrain every run instead of loading stored final metrics")
     parser.add_argument("--only", nargs="+", choices=list(SUITES), help="run only these suites (the report then has only them)")
     args = parser.parse_args(argv)
@@ -119,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)  # also for clustering and the encoder, which run before fit sets it
     make = quick_profile if args.quick else full_profile
     profile = dataclasses.replace(make(args.mnist_dir, args.cache_dir, args.threads), reuse_runs=not args.fresh)
+    if args.datasets:
+        profile = dataclasses.replace(profile, datasets=tuple(d for d in profile.datasets if d in args.datasets))
     if "mnist" in profile.datasets and not Path(args.mnist_dir).is_dir():
         parser.error(f"--mnist-dir {args.mnist_dir} is not a directory (the full profile needs the MNIST t10k files)")
     out = Path(args.out)

@@ -133,7 +133,7 @@ def make_case(name: str, tmp: Path) -> tuple[list[str], str]:
         return ["search", "--tracking-uri", f"http://127.0.0.1:{free_port()}"], "is unreachable"
     if name == "tracking_uri_with_password_unreachable":
         return ["search", "--tracking-uri", f"http://alice:s3cret@127.0.0.1:{free_port()}"], \
-            "tracking URI http://127.0.0.1:"
+            "is unreachable ([Errno 111] Connection refused)"
     if name == "tracking_sqlite_missing_folder":
         return ["search", "--tracking-uri", f"sqlite:///{d}/no/such/dir/mlflow.db"], "does not exist"
     if name == "tracking_bad_scheme":
@@ -144,7 +144,7 @@ def make_case(name: str, tmp: Path) -> tuple[list[str], str]:
         return ["search", "--address", "not an address"], "is not auto, host:port"
     if name == "storage_path_not_writable":
         (d / "afile").write_text("x")
-        return ["search", "--storage-path", str(d / "afile" / "ray")], "is not writable"
+        return ["search", "--storage-path", str(d / "afile" / "ray")], "storage path"
     if name == "results_dir_not_writable":
         (d / "afile").write_text("x")
         return ["search", "--results-dir", str(d / "afile" / "res")], "is not writable"

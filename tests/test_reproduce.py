@@ -22,6 +22,7 @@ def test_quick_mode_writes_the_report(tmp_path):
     text = (out / "results.md").read_text()
     for heading in (
         "## Settings",
+        "## Summary: each claim, the gap in points (mean over seeds) and the verdict",
         "## 1. Intra-Cluster Mixup for complementary-label learning",
         "## 2. Clustering features: raw pixels vs PCA vs a self-supervised encoder",
         "## 3. Multi-Mix: K interpolations per pair",

@@ -187,3 +187,82 @@ def test_sigint_then_sigkill_then_resume(tmp_path):
     for r in [*parent, *trials]:
         blob = json.dumps([r.data.params, r.data.tags])
         assert SECRET not in blob
+
+
+# ----------------------------------------------------------------------------- fast, in-process
+def _space(trial):
+    trial.suggest_float("alpha", 0.1, 2.0)
+
+
+def _searcher(cls, tmp_path):
+    import optuna
+
+    return cls(space=_space, metric="test_acc", mode="max", study_name="s",
+               storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}"),
+               sampler=optuna.samplers.RandomSampler(seed=0))
+
+
+def _stale_snapshot(tmp_path, cls):
+    """Three trials suggested and snapshotted; then t1 finishes and a 4th is asked: the driver dies."""
+    import optuna
+
+    searcher = _searcher(cls, tmp_path)
+    for tid in ("t1", "t2", "t3"):
+        searcher.suggest(tid)
+    searcher.on_trial_result("t1", {"test_acc": 0.5, "training_iteration": 1})
+    searcher.save(str(tmp_path / "searcher.pkl"))  # Ray's snapshot
+    searcher.on_trial_result("t1", {"test_acc": 0.7, "training_iteration": 2})
+    searcher.on_trial_complete("t1", {"test_acc": 0.7})  # finished after the snapshot
+    searcher.suggest("t4")  # started after the snapshot: Ray never hears of it
+    restored = _searcher(cls, tmp_path)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    return restored, optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+
+
+def test_plain_optuna_search_dies_on_a_stale_snapshot(tmp_path):
+    """The trap itself, without Ray: the replayed trial's result hits a finished Optuna trial."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    restored, _ = _stale_snapshot(tmp_path, OptunaSearch)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        restored.on_trial_result("t1", {"test_acc": 0.7, "training_iteration": 2})
+
+
+def test_resumable_search_survives_a_stale_snapshot(tmp_path, capsys):
+    from tuner.resume import ORPHAN_REASON, ResumableOptunaSearch
+
+    restored, study = _stale_snapshot(tmp_path, ResumableOptunaSearch)
+    out = capsys.readouterr().out
+    assert "trial t1 had finished after Ray's last snapshot (Optuna COMPLETE); its result is kept" in out
+    assert "Optuna trial 3 was started after Ray's last snapshot; marked FAIL" in out
+    restored.on_trial_result("t1", {"test_acc": 0.7, "training_iteration": 2})  # no error
+    restored.on_trial_complete("t1", {"test_acc": 0.7})
+    restored.on_trial_result("t2", {"test_acc": 0.4, "training_iteration": 1})
+    restored.on_trial_complete("t2", {"test_acc": 0.4})
+    restored.on_trial_complete("t3", None, error=True)
+    trials = study.trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
+    assert [t.value for t in trials[:2]] == [0.7, 0.4]  # t1 keeps the value it finished with
+    assert trials[3].user_attrs["error"] == ORPHAN_REASON
+    assert trials[2].user_attrs["error"] == "unknown error"  # no live trial to read an error from
+
+
+def test_repair_checkpoints_restores_a_deleted_snapshot_checkpoint(tmp_path):
+    from types import SimpleNamespace
+
+    from ray import tune
+
+    from tuner.resume import repair_checkpoints
+
+    trial_dir = tmp_path / "trial_x"
+    (trial_dir / "checkpoint_000002").mkdir(parents=True)
+    (trial_dir / "checkpoint_000002" / "state.pt").write_bytes(b"newest")
+    want = trial_dir / "checkpoint_000001"  # what the stale snapshot names; Ray deleted it
+    trial = SimpleNamespace(trial_id="x", checkpoint=tune.Checkpoint.from_directory(str(want)))
+    notes = []
+    repair_checkpoints([trial], notes.append)
+    assert (want / "state.pt").read_bytes() == b"newest"
+    assert notes == ["trial x: the snapshot's checkpoint_000001 was gone; restored from checkpoint_000002"]
+    repair_checkpoints([trial], notes.append)  # present now: nothing to do
+    assert len(notes) == 1

@@ -184,20 +184,21 @@ def dry_run(space: Callable, settings: SearchSettings, n_train: int, num_classes
         study.tell(trial, 0.0)
 
 
-def check_results_dir(path: Path) -> None:
-    """The results folder (or its nearest existing parent) must be writable."""
+def check_results_dir(path: Path, what: str = "results folder") -> None:
+    """The folder (or its nearest existing parent) must be a writable folder."""
     probe = path
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise SearchError(f"results folder {path} is not writable (checked {probe})")
+        why = "is a file" if not probe.is_dir() else "is not writable"
+        raise SearchError(f"{what} {path} is not writable ({probe} {why})")
 
 
 def check_storage_path(storage: str) -> None:
     scheme = urllib.parse.urlsplit(storage).scheme
     if scheme and scheme != "file" and len(scheme) > 1:
         return  # s3://, gs://, ...: Ray's pyarrow filesystem reports its own errors
-    check_results_dir(Path(storage[7:] if storage.startswith("file://") else storage))
+    check_results_dir(Path(storage[7:] if storage.startswith("file://") else storage), "storage path")
 
 
 def check_ray_address(address: str | None, timeout: float = 5.0) -> None:

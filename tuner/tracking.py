@@ -53,8 +53,15 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     scheme = urllib.parse.urlsplit(uri).scheme
     shown = redact_uri(uri)
     if scheme in ("http", "https"):
+        parts = urllib.parse.urlsplit(uri)
+        request = urllib.request.Request(shown.rstrip("/") + "/health")  # urllib cannot parse user:password@
+        if parts.username or parts.password:
+            import base64
+
+            pair = f"{urllib.parse.unquote(parts.username or '')}:{urllib.parse.unquote(parts.password or '')}"
+            request.add_header("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as r:
+            with urllib.request.urlopen(request, timeout=timeout) as r:
                 if r.status != 200:
                     raise TrackingError(f"tracking URI {shown} answered /health with HTTP {r.status}")
         except (urllib.error.URLError, OSError, ValueError) as e:
@@ -174,10 +181,12 @@ class MLflowTrials(tune.Callback):
         self._client = None
         self._runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
         self._logged: dict[str, int] = {}  # run id -> last step logged before a resume
+        self._plots = None  # one background thread drawing learning curves (see _finish)
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks into its snapshot
         state = dict(self.__dict__)
         state["_client"] = None
+        state["_plots"] = None
         return state
 
     @property
@@ -263,11 +272,25 @@ class MLflowTrials(tune.Callback):
         if status == "FINISHED" and epochs and last.get("epoch", epochs) < epochs:
             tags = [RunTag("state", "STOPPED_EARLY")]
         self.client.log_batch(run_id, tags=tags)
+        # drawing the figure costs about as much as Ray's whole per-trial overhead: do it on one
+        # background thread so the next trial need not wait; on_experiment_end waits for it
+        if getattr(self, "_plots", None) is None:  # None too in a callback pickled before it existed
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._plots = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mixtune-plots")
+        self._plots.submit(self._learning_curve_quietly, run_id)
+        self.client.set_terminated(run_id, status=status)
+
+    def _learning_curve_quietly(self, run_id: str) -> None:
         try:
             self._learning_curve(run_id)
         except Exception:  # a plot must never fail a search
             pass
-        self.client.set_terminated(run_id, status=status)
+
+    def on_experiment_end(self, trials, **info):
+        if getattr(self, "_plots", None) is not None:
+            self._plots.shutdown(wait=True)
+            self._plots = None
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finish(trial, "FINISHED", "COMPLETED")

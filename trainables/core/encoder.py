@@ -45,7 +45,7 @@ class EncoderSettings:
     """Size of the representation k-means clusters (the backbone's output)."""
     proj_dim: int = 64
     """Output of the projection head the contrastive loss sees (discarded afterwards)."""
-    epochs: int = 10
+    epochs: int = 6
     """Passes over the training images."""
     batch_size: int = 256
     """Images per step; the loss contrasts 2 * batch_size views."""
