@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import as_dataset, emit, machine, median, mnist_like, sync, synthetic_images  # noqa: E402
 
 from trainables.core.config import TrainConfig  # noqa: E402
-from trainables.core.fit import fit, prepare, resolve_device  # noqa: E402
+from trainables.core.fit import _augment, fit, prepare, resolve_device  # noqa: E402
 from trainables.core.models import build_model  # noqa: E402
 
 
@@ -96,15 +96,16 @@ def typical_epoch(model, opt, loader, device) -> float:
 
 
 # ----------------------------------------------------------------------------- the plain fast loop
-def plain_epoch(model, opt, x, y, bs, gen, device, bf16) -> float:
+def plain_epoch(model, opt, x, y, bs, gen, device, bf16, augment) -> float:
     model.train()
     sync(device)
     t0 = time.perf_counter()
     order = torch.randperm(len(x), generator=gen, device=device)
     for i in range(0, len(x), bs):
         idx = order[i : i + bs]
+        xb = _augment(x[idx], gen) if augment else x[idx]  # the core's batched flip + crop
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(model(x[idx]).float(), y[idx])
+            loss = F.cross_entropy(model(xb).float(), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -191,7 +192,7 @@ def main() -> None:
         if cuda and image:
             model = model.to(memory_format=torch.channels_last)
         opt = make_opt(model, cfg.optimizer, cfg.lr)
-        return [plain_epoch(model, opt, data.x, data.y, bs, gen, device, cuda) for _ in range(epochs)]
+        return [plain_epoch(model, opt, data.x, data.y, bs, gen, device, cuda, augment) for _ in range(epochs)]
 
     sides = {
         "fit": run_fit,

@@ -28,11 +28,11 @@ run() {  # run LIMIT_S script args...
   [ "$rc" = 0 ] || echo "{\"figure\": \"error\", \"script\": \"$1\", \"rc\": $rc}" | tee -a "$out/gpu.jsonl"
 }
 
-run 60  bench/clustering.py --device cuda
-run 170 bench/gpu_epoch.py
-run 150 bench/core_epoch.py --device cuda
+run 90  bench/clustering.py --device cuda
+run 160 bench/gpu_epoch.py
+run 140 bench/core_epoch.py --device cuda
 if python3 -c "import ray" 2>/dev/null; then
-  run 120 bench/packed.py
+  run 100 bench/packed.py
 else
   echo '{"figure": "packed_trials", "skipped": "Ray not importable: run ../shared/tools/device-bundle.sh first"}' | tee -a "$out/gpu.jsonl"
 fi

@@ -36,8 +36,8 @@ from trainables.core.fit import fit  # noqa: E402
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=4)
-    p.add_argument("--n", type=int, default=10_000, help="training examples per trial")
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--n", type=int, default=20_000, help="training examples per trial")
+    p.add_argument("--epochs", type=int, default=15, help="long enough that starting N workers (imports, CUDA) is not most of it")
     p.add_argument("--model", default="cnn")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--num-cpus", type=int, default=None, help="Ray CPUs (default: all)")

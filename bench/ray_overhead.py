@@ -158,11 +158,21 @@ def actor_start_seconds() -> float:
     return s
 
 
-def import_seconds() -> float:
-    """A fresh interpreter importing the trainable (what a new worker pays once)."""
-    code = "import time; t=time.perf_counter(); import trainables.trainable; print(time.perf_counter()-t)"
+def worker_warmup_seconds() -> tuple[float, float]:
+    """What a fresh worker pays once: importing the trainable, then torch's lazy imports in the
+    first `fit` (the first optimizer pulls in torch._dynamo: hundreds of modules)."""
+    code = (
+        "import time; t=time.perf_counter(); import trainables.trainable; i=time.perf_counter()-t\n"
+        "from trainables.core.config import TrainConfig; from trainables.core.data import load_dataset\n"
+        "from trainables.core.fit import fit; import tempfile\n"
+        "cfg=TrainConfig(method='mixup', hidden=32, epochs=1, batch_size=128, device='cpu', num_threads=1,"
+        " cache_dir=tempfile.mkdtemp()); ds=load_dataset(cfg)\n"
+        "t=time.perf_counter(); r=fit(cfg, ds); f=time.perf_counter()-t-sum(h['epoch_time'] for h in r.history)\n"
+        "print(i, f)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    i, f = out.stdout.strip().splitlines()[-1].split()
+    return float(i), float(f)
 
 
 def main() -> None:
@@ -193,7 +203,9 @@ def main() -> None:
         actor = median([actor_start_seconds() for _ in range(3)])
     finally:
         ray.shutdown()
-    imports = median([import_seconds() for _ in range(3)])
+    warm = [worker_warmup_seconds() for _ in range(2)]
+    imports, first_fit = median([w[0] for w in warm]), median([w[1] for w in warm])
+    once = imports + first_fit  # paid once per actor, i.e. once per search here (one actor)
     ovh = {k: median([x["per_trial"] for x in v]) for k, v in runs.items()}
     train = {k: median([x["train"] / a.trials for x in v]) for k, v in runs.items()}
     mlflow_driver = median([x["mlflow_driver"] for x in runs["real"]])
@@ -220,7 +232,9 @@ def main() -> None:
             "mlflow_driver_hooks_measured": mlflow_driver,
             "actor_start_once_per_actor": actor,
             "imports_once_per_worker": imports,
+            "torch_lazy_imports_in_first_fit_once_per_worker": first_fit,
         },
+        ratio_without_once_per_worker_costs=(ovh["real"] - once / a.trials) / ovh["floor"],
         mlflow_hooks_s_per_trial=hooks,
         rounds=a.rounds,
         smoke=a.smoke,
