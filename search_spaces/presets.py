@@ -9,11 +9,13 @@ alpha around 0.2-2 (log scale), k from 2 to a few hundred clusters, K from 1 to 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import optuna
+if TYPE_CHECKING:  # optuna is only needed when a trial calls the space
+    import optuna
 
-Space = Callable[[optuna.Trial], dict[str, Any]]
+
+Space = Callable[["optuna.Trial"], dict[str, Any]]
 
 COMPLEMENTARY_LOSSES = ["scl_nl", "scl_exp", "fwd", "ure_ga", "ure_tnn", "pc"]
 

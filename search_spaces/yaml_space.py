@@ -17,9 +17,11 @@ mistake is a SpaceError naming the file and the parameter, raised before any tri
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-import optuna
+if TYPE_CHECKING:  # optuna is only needed when a trial calls the space
+    import optuna
+
 import yaml
 
 from .presets import Space

@@ -111,6 +111,17 @@ def ray_snapshot(folder: Path) -> dict[str, str]:
     return out
 
 
+def wait_for(condition, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Poll a condition on disk (not a fixed sleep); fail if the process ends or time runs out."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"driver ended early (rc {proc.returncode})"
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
 def trial_id_of(line: str) -> str:
     return line.split("] ", 1)[1].split()[0]
 
@@ -126,6 +137,10 @@ def test_sigint_then_sigkill_then_resume(tmp_path):
     d = Driver(argv, tmp_path, cli_env(tmp_path))
     try:
         first = d.until(lambda ln: " done, " in ln)
+        # wait for the next trial's first checkpoint, so the snapshot Ray saves on Ctrl-C holds it
+        first_id = trial_id_of(first)
+        wait_for(lambda: any(c.parent.name != f"trial_{first_id}" for c in folder.glob("trial_*/checkpoint_*")),
+                 d.proc)
         os.kill(d.proc.pid, signal.SIGINT)
         rc, out, err = d.finish()
     finally:
@@ -136,7 +151,6 @@ def test_sigint_then_sigkill_then_resume(tmp_path):
     _, parent, trials = mlflow_runs(tmp_path, name)
     assert [r.info.status for r in parent] == ["KILLED"]
     assert all(r.info.status != "RUNNING" for r in trials), [(r.info.status, r.data.tags) for r in trials]
-    first_id = trial_id_of(first)
 
     # 2. resume, then SIGKILL the driver the moment the next trial finishes
     d = Driver(["resume", str(folder)], tmp_path, cli_env(tmp_path, TUNE_GLOBAL_CHECKPOINT_S="3600"))

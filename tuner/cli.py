@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from trainables.core.config import ConfigError, TrainConfig, field_types
-from trainables.core.data import DataError
+from trainables.core.config import TrainConfig, field_types
+from trainables.core.errors import ConfigError, DataError
 from search_spaces.yaml_space import SpaceError
 
 EXIT_USAGE = 2

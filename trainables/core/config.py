@@ -17,9 +17,8 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from .errors import ConfigError
 
-class ConfigError(ValueError):
-    """A configuration value or file that mixtune cannot use; the message is one line."""
 
 
 # Methods: which pairing draws partners, and whether K interpolations and the

@@ -21,12 +21,9 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
+from .errors import DataError
 
 SPLIT_SEED = 0  # the split of one-split datasets is fixed, so every trial sees the same data
-
-
-class DataError(ValueError):
-    """A dataset file or directory mixtune cannot use; the message is one line naming the file and the problem."""
 
 
 @dataclass
