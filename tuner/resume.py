@@ -65,11 +65,17 @@ class ResumableOptunaSearch(OptunaSearch):
                 self._completed_trials.add(trial_id)
                 notes.append(f"trial {trial_id} had finished after Ray's last snapshot "
                              f"(Optuna {frozen.state.name}); its result is kept")
-        for frozen in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-            if frozen.number not in by_number:
+        for frozen in storage.get_all_trials(study_id, deepcopy=False):
+            if frozen.number in by_number:
+                continue
+            if frozen.state == TrialState.RUNNING:
                 storage.set_trial_user_attr(frozen._trial_id, "error", ORPHAN_REASON)
                 storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
                 notes.append(f"Optuna trial {frozen.number} was started after Ray's last snapshot; marked FAIL")
+            elif frozen.state == TrialState.COMPLETE and frozen.number > max(by_number, default=-1):
+                # Optuna forbids changing a finished trial: it stays, TPE may learn from it
+                notes.append(f"Optuna trial {frozen.number} finished after Ray's last snapshot, which never "
+                             "recorded it; it stays in the study but is not one of the search's trials")
         return notes
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
