@@ -48,3 +48,10 @@ def test_bad_values_exit_2_with_one_line(tmp_path, capsys, argv, needle):
     assert rc == 2
     assert err.startswith("mixtune: error:") and needle in err and "\n" not in err
     assert not out.exists()
+
+
+def test_diverging_training_is_one_line_exit_1(tmp_path, capsys):
+    rc = main(["train", "--lr", "1e30", "--optimizer", "sgd", "--loss", "ure_ga", "--epochs", "1",
+               "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and err.startswith("mixtune: error: training diverged") and "\n" not in err

@@ -62,6 +62,8 @@ def test_search_end_to_end_sqlite(tmp_path, capsys, ray_shutdown):
 
     # the parent holds the summary: best metric, best config, plots, the best model
     assert parent.data.metrics["trials"] == n
+    # with a sqlite store, artifacts live beside the database, not in ./mlruns of the cwd
+    assert parent.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"best_config.yaml", "space.yaml", "plots"} <= artifacts
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}

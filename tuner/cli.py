@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from trainables.core.config import TrainConfig, field_types
-from trainables.core.errors import ConfigError, DataError
+from trainables.core.errors import ConfigError, DataError, DivergedError
 from search_spaces.yaml_space import SpaceError
 
 EXIT_USAGE = 2
@@ -103,6 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataError, UserError, SpaceError) as e:
         print(f"mixtune: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except DivergedError as e:
+        print(f"mixtune: error: training diverged: {e}; lower lr or change the loss", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("mixtune: interrupted", file=sys.stderr)
         return 130

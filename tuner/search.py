@@ -364,7 +364,9 @@ def run_search(settings: SearchSettings, echo: Callable[[str], None] = print) ->
     from tuner import tracking
 
     client = tracking.client(settings.tracking_uri)
-    settings.experiment_id = tracking.experiment_id(client, settings.experiment)
+    settings.experiment_id = tracking.experiment_id(
+        client, settings.experiment, tracking.artifact_location(settings.tracking_uri)
+    )
     parent = client.create_run(
         settings.experiment_id,
         run_name=settings.name,

@@ -108,6 +108,16 @@ def client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+def artifact_location(uri: str) -> str | None:
+    """For a sqlite store, artifacts go beside the database (MLflow's default is ./mlruns of
+    whatever folder the process runs in); other stores keep their server's default."""
+    if uri.startswith("sqlite:///"):
+        from pathlib import Path
+
+        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
 def experiment_id(mlflow_client, name: str, artifact_location: str | None = None) -> str:
     exp = mlflow_client.get_experiment_by_name(name)
     if exp is not None:

@@ -10,3 +10,7 @@ class ConfigError(ValueError):
 
 class DataError(ValueError):
     """A dataset file or directory mixtune cannot use; the message is one line naming the file and the problem."""
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""

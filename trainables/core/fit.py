@@ -26,6 +26,7 @@ from torch import Tensor
 
 from .clustering import Clustering, cached_clusters
 from .config import ConfigError, TrainConfig
+from .errors import DivergedError
 from .data import Dataset
 from .labels import complementary_targets, imbalance_indices, ordinary_targets, transition_matrix
 from .losses import candidate_targets, get_loss, infinite_class_loss
@@ -44,10 +45,6 @@ from .mixing import (
 from .models import auto_model_name, build_model
 
 EpochCallback = Callable[[dict[str, float], Callable[[], dict[str, Any]]], None]
-
-
-class DivergedError(RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 def resolve_device(name: str) -> torch.device:
