@@ -73,7 +73,8 @@ def test_search_end_to_end_sqlite(tmp_path, capsys, ray_shutdown):
     mlflow.set_tracking_uri(uri)
     models = mlflow.search_logged_models(experiment_ids=[settings.experiment_id], output_format="list")
     assert any(m.source_run_id == parent.info.run_id for m in models)
-    assert client.get_latest_versions("mixtune-e2e-best")[0].run_id == parent.info.run_id
+    (version,) = client.search_model_versions("name = 'mixtune-e2e-best'")
+    assert version.run_id == parent.info.run_id
 
     # compare prints the trials as a table
     assert main(["compare", str(settings.folder)]) == 0
