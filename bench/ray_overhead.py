@@ -192,7 +192,10 @@ def main() -> None:
         cache_dir=str(root / "cache"),
     ).to_dict()
     dataset = load_dataset(TrainConfig.from_dict(base))
-    ray.init(num_cpus=a.num_cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    # the same worker set-up hook as `mixtune search` (tuner/search.py start_ray): workers import
+    # torch and the core when they start rather than inside their first trial
+    ray.init(num_cpus=a.num_cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             runtime_env={"worker_process_setup_hook": "trainables.trainable.warm_worker"})
     try:
         kinds = ["floor", "data", "fit", "ckpt", "real"]
         runs: dict[str, list[dict]] = defaultdict(list)

@@ -67,6 +67,15 @@ def train_trial(params: dict[str, Any], dataset: Dataset, base: dict[str, Any], 
     fit(cfg, dataset, on_epoch, resume=resume)
 
 
+def warm_worker() -> None:
+    """Ray worker set-up hook: pay the heavy imports when the worker starts."""
+    import torch.optim  # noqa: F401  (also pulls torch._dynamo, imported lazily by optimizers)
+
+    import trainables.core.fit  # noqa: F401
+
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+
+
 def _node_id() -> str:
     import ray
 

@@ -239,7 +239,13 @@ def start_ray(settings: SearchSettings) -> None:
     if ray.is_initialized():
         return
     kwargs: dict[str, Any] = dict(
-        log_to_driver=False, logging_level=logging.ERROR, configure_logging=True, include_dashboard=False
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+        configure_logging=True,
+        include_dashboard=False,
+        # workers import torch and the core as they start, while the driver is still setting
+        # up, instead of inside the first trial (seconds per worker; bench/ray_overhead.py)
+        runtime_env={"worker_process_setup_hook": "trainables.trainable.warm_worker"},
     )
     if settings.address:
         try:
