@@ -80,3 +80,19 @@ def test_every_method_is_constructible():
     for m, spec in METHODS.items():
         cfg = TrainConfig(method=m, K=3 if spec.multi else 1)
         assert cfg.method_spec is spec
+
+
+def test_written_configs_are_readable_by_others_but_search_state_is_private(tmp_path):
+    import os
+    import stat
+
+    from trainables.core.config import write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        shared = TrainConfig().to_yaml(tmp_path / "c.yaml")
+        private = write_text_atomic(tmp_path / "s.json", "{}", private=True)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o644
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600

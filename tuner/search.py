@@ -91,7 +91,9 @@ class SearchSettings:
         return f"sqlite:///{self.folder / STUDY_FILE}"
 
     def save(self) -> Path:
-        return write_text_atomic(self.folder / STATE_FILE, json.dumps(dataclasses.asdict(self), indent=2))
+        return write_text_atomic(
+            self.folder / STATE_FILE, json.dumps(dataclasses.asdict(self), indent=2), private=True
+        )
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "SearchSettings":

@@ -253,12 +253,17 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
+def write_text_atomic(path: Path, text: str, private: bool = False) -> Path:
+    """Write via a temp file + rename; `private` keeps it owner-only (it may hold credentials)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        if not private:  # mkstemp makes the file owner-only; configs and reports are not secret
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

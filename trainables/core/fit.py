@@ -185,6 +185,8 @@ def fit(
     that `fit(..., resume=that_dict)` continues from. Raises DivergedError on a NaN/inf loss.
     """
     device = resolve_device(cfg.device)
+    if cfg.num_threads > 0:  # before prepare: clustering and encoders run on these threads too
+        torch.set_num_threads(cfg.num_threads)
     data = dataset if isinstance(dataset, TrainData) else prepare(cfg, dataset, device)
     cuda = device.type == "cuda"
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
@@ -194,8 +196,6 @@ def fit(
             return torch.autocast(device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)  # model initialisation
     in_shape = tuple(data.x.shape[1:])
     model = build_model(cfg.model, in_shape, data.num_classes, cfg.hidden).to(device)
