@@ -12,17 +12,16 @@
 A parameter is categorical (`choices`), integer (int `low`/`high`, or `type: int`) or float.
 `when` makes it conditional on earlier parameters (a value or a list of values). Every
 mistake is a SpaceError naming the file and the parameter, raised before any trial runs.
+Reading the file is the tuner's job (`tuner.search.load_space_file`): this package only
+describes spaces.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 if TYPE_CHECKING:  # optuna is only needed when a trial calls the space
     import optuna
-
-import yaml
 
 from .presets import Space
 
@@ -148,17 +147,3 @@ class YamlSpace:
         for step in self._steps:
             step(trial, values)
         return dict(self._fixed)
-
-
-def load_space_file(path: str | Path, allowed: Iterable[str] | None = None) -> Space:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise SpaceError(f"cannot read space file {path}: {e.strerror or e}") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise SpaceError(f"{path}: malformed YAML{f' at line {mark.line + 1}' if mark else ''}") from None
-    return space_from_dict(doc, str(path), allowed)

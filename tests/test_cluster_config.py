@@ -188,7 +188,7 @@ def test_malformed_yaml_fails_with_its_line(tmp_path):
     path.write_text("cluster_name: x\nprovider:\n  type: aws\n   region: us-west-2\n")
     with pytest.raises(ClusterConfigError) as e:
         check_cluster_file(path)
-    assert str(e.value).startswith(f"{path}: not valid YAML at line 4") and "\n" not in str(e.value)
+    assert str(e.value).startswith(f"{path}: malformed YAML at line 4") and "\n" not in str(e.value)
 
 
 def test_not_a_mapping_and_missing_file_fail(tmp_path):

@@ -5,9 +5,9 @@ import pytest
 import yaml
 
 from search_spaces.presets import PRESETS, SpaceContext, get_preset
-from search_spaces.yaml_space import SpaceError, load_space_file, space_from_dict
+from search_spaces.yaml_space import SpaceError, space_from_dict
 from trainables.core.config import TrainConfig
-from tuner.search import SearchSettings, dry_run
+from tuner.search import SearchSettings, dry_run, load_space_file
 
 FIELDS = TrainConfig.__dataclass_fields__
 
@@ -70,7 +70,7 @@ GOOD = {
 def test_yaml_space_roundtrip_and_conditions(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(GOOD, sort_keys=False))
-    space = load_space_file(path, allowed=FIELDS)
+    _, space = load_space_file(path)
     points = sample(pickle.loads(pickle.dumps(space)))
     assert all(("k" in p) == (p["method"] == "icm") for p in points)
     assert all(p["loss"] == "scl_nl" and p["epochs"] == 3 for p in points)

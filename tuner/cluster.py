@@ -60,20 +60,10 @@ class ClusterReport:
 
 # ----------------------------------------------------------------------------- loading
 def load_cluster_file(path: str | Path) -> dict[str, Any]:
-    import yaml
+    from trainables.core.config import read_yaml
 
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ClusterConfigError(f"{p}: cannot read ({e.strerror or e})") from None
-    try:
-        config = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ClusterConfigError(f"{p}: not valid YAML{where}: {problem}") from None
+    config = read_yaml(p, ClusterConfigError, "cluster config")
     if not isinstance(config, dict):
         raise ClusterConfigError(f"{p}: a cluster config is a mapping (cluster_name, provider, ...), "
                                  f"not {type(config).__name__}")

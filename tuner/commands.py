@@ -6,7 +6,6 @@ import argparse
 import os
 from pathlib import Path
 
-from trainables.core.config import TrainConfig
 
 
 def _search_ref(value: str, results_dir: str) -> Path:
@@ -25,15 +24,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     from tuner.cli import config_from_args
     from tuner.search import SearchSettings, default_name, run_search
     from tuner.summary_text import print_outcome
-    from search_spaces.yaml_space import load_space_file
+    from tuner.search import load_space_file
 
     base = config_from_args(args).to_dict()
     space_doc = None
     if args.space.endswith((".yaml", ".yml")) or os.path.sep in args.space:
-        load_space_file(args.space, allowed=TrainConfig.__dataclass_fields__)  # fail early, one line
-        import yaml
-
-        space_doc = yaml.safe_load(Path(args.space).read_text())
+        space_doc, _ = load_space_file(args.space)  # a bad file fails here, in one line
     cpus = args.num_cpus or os.cpu_count() or 1
     settings = SearchSettings(
         name=args.name or default_name(args.space, base),

@@ -127,6 +127,14 @@ def check_name(name: str) -> None:
                           "(starting with a letter or digit, no '..'): it names a folder under the results folder")
 
 
+def load_space_file(path: str | os.PathLike) -> tuple[Any, Callable]:
+    """A YAML space file: its parsed document (kept in mixtune.json) and its space function."""
+    from trainables.core.config import read_yaml
+
+    doc = read_yaml(path, SpaceError, "space file")
+    return doc, space_from_dict(doc, str(path), allowed=TrainConfig.__dataclass_fields__)
+
+
 def default_tracking_uri() -> str:
     """MLFLOW_TRACKING_URI when set (a cluster's head exports its server's URI), else sqlite here."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
@@ -245,9 +253,6 @@ def start_ray(settings: SearchSettings) -> None:
         logging_level=logging.ERROR,
         configure_logging=True,
         include_dashboard=False,
-        # workers import torch and the core as they start, while the driver is still setting
-        # up, instead of inside the first trial (seconds per worker; bench/ray_overhead.py)
-        runtime_env={"worker_process_setup_hook": "trainables.trainable.warm_worker"},
     )
     if settings.address:
         try:
@@ -255,7 +260,15 @@ def start_ray(settings: SearchSettings) -> None:
         except Exception as e:
             raise SearchError(f"cannot join Ray at {settings.address}: {str(e).splitlines()[0]}") from None
     else:
-        ray.init(num_cpus=settings.num_cpus, **kwargs)
+        # a local runtime prestarts its workers at init: let them import torch and the core
+        # now, while the driver sets the search up, not inside their first trial (seconds per
+        # worker; bench/ray_overhead.py). A cluster starts workers on demand, where the hook
+        # would only move that time into actor start.
+        ray.init(
+            num_cpus=settings.num_cpus,
+            runtime_env={"worker_process_setup_hook": "trainables.trainable.warm_worker"},
+            **kwargs,
+        )
 
 
 def make_searcher(settings: SearchSettings, space: Callable):

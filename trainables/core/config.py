@@ -230,20 +230,8 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> TrainConfig:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as e:
-            raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from None
-        try:
-            values = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}: malformed YAML{where}") from None
-        if values is None:
-            values = {}
-        return cls.from_dict(values, source=str(path))
+        values = read_yaml(path, ConfigError, "config")
+        return cls.from_dict({} if values is None else values, source=str(path))
 
     def to_yaml(self, path: str | os.PathLike) -> Path:
         """Write atomically (temp file + rename): a crash never leaves half a config."""
@@ -251,6 +239,26 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+def read_yaml(path: str | os.PathLike, error: type[Exception] = ConfigError, what: str = "config") -> Any:
+    """Parse a YAML file with `yaml.safe_load` (no tags that build objects or run code).
+
+    A missing or unreadable file and malformed YAML raise `error` with a one-line message
+    naming the file (and the line and column of a syntax error).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"cannot read {what} {path}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise error(f"{path}: malformed YAML{where}: {problem}") from None
 
 
 def write_text_atomic(path: Path, text: str, private: bool = False) -> Path:
