@@ -1,7 +1,8 @@
 """The Ray Tune function trainable: one trial = one `fit` of the core.
 
-The dataset is loaded once on the driver and reaches trials through Ray's object store
-(`tune.with_parameters`), so workers need neither the files nor the time to parse them.
+The dataset is loaded once on the driver and put in Ray's object store once (`SharedDataset`),
+so workers need neither the files nor the time to parse them, and a worker that runs several
+trials (reused actors) deserialises it once, not once per trial.
 Clusterings are cached on disk by the core (a folder every node can read, `cache_dir`).
 Each epoch reports its metrics with a checkpoint (model, optimizer, schedule, generators,
 history), so a paused, stopped-and-restored or crashed trial resumes where it was.
@@ -23,6 +24,30 @@ from trainables.core.fit import fit
 
 STATE_FILE = "state.pt"
 
+_WORKER_DATA: dict[str, Dataset] = {}  # object id -> dataset, this worker's one cached copy
+
+
+class SharedDataset:
+    """A handle to a dataset in Ray's object store: small to pickle, fetched once per worker.
+
+    `tune.with_parameters` alone would deserialise the whole dataset at every trial start
+    (hundreds of MB for CIFAR); this handle keeps the last one fetched in the worker.
+    """
+
+    def __init__(self, dataset: Dataset):
+        import ray
+
+        self.ref = ray.put(dataset)
+
+    def get(self) -> Dataset:
+        import ray
+
+        key = self.ref.hex()
+        if key not in _WORKER_DATA:
+            _WORKER_DATA.clear()  # one search per worker at a time: drop any older dataset
+            _WORKER_DATA[key] = ray.get(self.ref)
+        return _WORKER_DATA[key]
+
 
 def trial_config(base: dict[str, Any], params: dict[str, Any]) -> TrainConfig:
     """The trial's TrainConfig: the search's base settings with the trial's parameters on top."""
@@ -36,8 +61,12 @@ def load_state(checkpoint: tune.Checkpoint) -> dict[str, Any]:
         return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
 
 
-def train_trial(params: dict[str, Any], dataset: Dataset, base: dict[str, Any], checkpoint_every: int = 1) -> None:
+def train_trial(
+    params: dict[str, Any], dataset: Dataset | SharedDataset, base: dict[str, Any], checkpoint_every: int = 1
+) -> None:
     """Ray Tune entry point; `dataset` and `base` come from `tune.with_parameters`."""
+    if isinstance(dataset, SharedDataset):
+        dataset = dataset.get()
     ctx = tune.get_context()
     cpus = ctx.get_trial_resources().required_resources.get("CPU", 1)
     cfg = trial_config(base, params)

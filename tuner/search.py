@@ -293,11 +293,11 @@ def make_searcher(settings: SearchSettings, space: Callable):
 def make_trainable(settings: SearchSettings, dataset: Dataset):
     from ray import tune
 
-    from trainables.trainable import train_trial
+    from trainables.trainable import SharedDataset, train_trial
 
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
     fn = tune.with_parameters(
-        train_trial, dataset=dataset, base=settings.base, checkpoint_every=settings.checkpoint_every
+        train_trial, dataset=SharedDataset(dataset), base=settings.base, checkpoint_every=settings.checkpoint_every
     )
     return tune.with_resources(fn, resources)
 
