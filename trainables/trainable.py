@@ -49,10 +49,18 @@ class SharedDataset:
         return _WORKER_DATA[key]
 
 
-def trial_config(base: dict[str, Any], params: dict[str, Any]) -> TrainConfig:
-    """The trial's TrainConfig: the search's base settings with the trial's parameters on top."""
+def trial_config(base: dict[str, Any], params: dict[str, Any], cpus: float | None = None) -> TrainConfig:
+    """The trial's TrainConfig: the search's base settings with the trial's parameters on top.
+
+    With `cpus` (the trial's reserved CPUs), num_threads=0 becomes one intra-op thread per
+    reserved CPU, so trials sharing a node do not oversubscribe it, and the logged and
+    exported config says the thread count that produced the numbers.
+    """
     known = TrainConfig.__dataclass_fields__
-    return TrainConfig.from_dict({**base, **{k: v for k, v in params.items() if k in known}})
+    cfg = TrainConfig.from_dict({**base, **{k: v for k, v in params.items() if k in known}})
+    if cpus is not None and cfg.num_threads == 0:
+        cfg = cfg.replace(num_threads=max(1, int(cpus)))
+    return cfg
 
 
 def load_state(checkpoint: tune.Checkpoint) -> dict[str, Any]:
@@ -69,10 +77,7 @@ def train_trial(
         dataset = dataset.get()
     ctx = tune.get_context()
     cpus = ctx.get_trial_resources().required_resources.get("CPU", 1)
-    cfg = trial_config(base, params)
-    if cfg.num_threads == 0:
-        # one intra-op thread per reserved CPU: trials sharing a node do not oversubscribe it
-        cfg = cfg.replace(num_threads=max(1, int(cpus)))
+    cfg = trial_config(base, params, cpus)
     checkpoint = tune.get_checkpoint()
     resume = load_state(checkpoint) if checkpoint else None
     node_id = _node_id()

@@ -35,10 +35,8 @@ def best_from_mlflow(settings: SearchSettings, tracking_uri: str | None = None) 
     best = max(pool, key=lambda r: sign * r.data.metrics[settings.metric])
     types = field_types()
     values = {k: parse_param(v, types[k]) for k, v in best.data.params.items() if k in types}
-    cfg = TrainConfig.from_dict(values, source=f"MLflow run {best.info.run_id}")
-    if cfg.num_threads == 0:
-        cfg = cfg.replace(num_threads=max(1, int(settings.cpus_per_trial)))
-    return cfg
+    # the run's params are the trial's whole config, thread count included
+    return TrainConfig.from_dict(values, source=f"MLflow run {best.info.run_id}")
 
 
 def export_best(folder: Path, source: str = "mlflow", tracking_uri: str | None = None) -> tuple[TrainConfig, str]:

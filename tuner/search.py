@@ -530,10 +530,9 @@ def summarise(settings: SearchSettings, results, seconds: float, client) -> Sear
     rows = trial_rows(results)
     best = pick_best(rows, settings.metric, settings.mode, int(settings.base["epochs"]))
     if best is not None:
-        cfg = TrainConfig.from_dict({**settings.base, **{k: v for k, v in best["config"].items()
-                                                          if k in TrainConfig.__dataclass_fields__}})
-        if cfg.num_threads == 0:
-            cfg = cfg.replace(num_threads=max(1, int(settings.cpus_per_trial)))
+        from trainables.trainable import trial_config
+
+        cfg = trial_config(settings.base, best["config"], settings.cpus_per_trial)
         cfg.to_yaml(settings.folder / BEST_FILE)
         best["train_config"] = cfg.to_dict()
     log_summary(client, settings, rows, best, seconds)

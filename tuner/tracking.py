@@ -223,9 +223,10 @@ class MLflowTrials(tune.Callback):
             steps = [m.step for m in self.client.get_metric_history(run_id, "epoch")]
             self._logged[run_id] = max(steps, default=0)
         else:
-            cfg = TrainConfig.from_dict(
-                {**self.base, **{k: v for k, v in trial.config.items() if k in TrainConfig.__dataclass_fields__}}
-            )
+            from trainables.trainable import trial_config
+
+            cpus = trial.placement_group_factory.required_resources.get("CPU", 1)
+            cfg = trial_config(self.base, trial.config, cpus)  # the config the trial runs
             from mlflow.entities import RunTag
 
             run = self.client.create_run(
