@@ -11,7 +11,6 @@ duplicates runs and leaves none RUNNING.
 
 from __future__ import annotations
 
-import math
 import time
 import urllib.error
 import urllib.parse
@@ -335,6 +334,3 @@ def _trial_error(trial) -> str:
     except OSError:
         return "unknown error"
 
-
-def finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
