@@ -12,16 +12,11 @@ from tuner.search import SearchSettings
 METRIC_COLUMNS = ("test_acc", "test_ece", "noise_rate", "pair_impurity", "epoch")
 
 
-def trial_runs(settings: SearchSettings, tracking_uri: str | None = None) -> list:
-    """Every nested (trial) run of a search."""
+def search_trial_runs(settings: SearchSettings, tracking_uri: str | None = None) -> list:
+    """Every nested (trial) run of a search, from its store or the one given."""
     uri = tracking_uri or settings.tracking_uri
     tracking.check_tracking_uri(uri)
-    client = tracking.client(uri)
-    return client.search_runs(
-        [settings.experiment_id],
-        filter_string=f"tags.`{tracking.SEARCH_TAG}` = '{settings.name}' and tags.`{tracking.ROLE_TAG}` = 'trial'",
-        max_results=10000,
-    )
+    return tracking.trial_runs(tracking.client(uri), settings)
 
 
 def _fmt(v: Any) -> str:
@@ -53,7 +48,7 @@ def table(rows: list[list[str]]) -> str:
 def compare(folder: Path, tracking_uri: str | None = None, method: str | None = None, sort: str | None = None,
             top: int = 10) -> str:
     settings = SearchSettings.load(folder)
-    runs = trial_runs(settings, tracking_uri)
+    runs = search_trial_runs(settings, tracking_uri)
     if method:
         runs = [r for r in runs if r.data.tags.get("method") == method]
     sort = sort or settings.metric

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 from trainables.core.config import TrainConfig, field_types
 from tuner.errors import UserError
-from tuner.search import BEST_FILE, SearchSettings
+from tuner.search import BEST_FILE, SearchSettings, pick_best
 
 
 def parse_param(value: str, typ: type) -> Any:
@@ -21,18 +20,16 @@ def parse_param(value: str, typ: type) -> Any:
 
 
 def best_from_mlflow(settings: SearchSettings, tracking_uri: str | None = None) -> TrainConfig:
-    from tuner.compare import trial_runs
+    from tuner.compare import search_trial_runs
 
-    runs = [r for r in trial_runs(settings, tracking_uri) if r.info.status == "FINISHED"]
-    scored = [r for r in runs if isinstance(r.data.metrics.get(settings.metric), float)
-              and math.isfinite(r.data.metrics[settings.metric])]
-    # prefer trials that ran every epoch: their config reproduces their number
-    full = [r for r in scored if r.data.tags.get("state") == "COMPLETED"]
-    pool = full or scored
-    if not pool:
+    # the same choice as the search's own summary: best last metric, trials that ran every
+    # epoch first (their config reproduces their number)
+    rows = [{"error": None, "metrics": r.data.metrics, "run": r}
+            for r in search_trial_runs(settings, tracking_uri) if r.info.status == "FINISHED"]
+    chosen = pick_best(rows, settings.metric, settings.mode, int(settings.base["epochs"]))
+    if chosen is None:
         raise UserError(f"search {settings.name} has no finished trial with {settings.metric} in MLflow")
-    sign = 1 if settings.mode == "max" else -1
-    best = max(pool, key=lambda r: sign * r.data.metrics[settings.metric])
+    best = chosen["run"]
     types = field_types()
     values = {k: parse_param(v, types[k]) for k, v in best.data.params.items() if k in types}
     # the run's params are the trial's whole config, thread count included
