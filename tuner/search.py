@@ -36,6 +36,8 @@ from tuner.errors import UserError
 STATE_FILE = "mixtune.json"
 STUDY_FILE = "optuna.db"
 BEST_FILE = "best_config.yaml"
+# what a trial reports each epoch that a search may optimise (fit's per-epoch metrics)
+SEARCHABLE_METRICS = ("test_acc", "test_ece", "train_loss", "noise_rate", "pair_impurity")
 
 
 class SearchError(UserError):
@@ -354,7 +356,7 @@ def prepare(settings: SearchSettings) -> tuple[SearchSettings, Dataset, Callable
     check_name(settings.name)
     if base.device.startswith("cuda") and settings.gpus_per_trial <= 0:
         raise SearchError(f"device={base.device} needs --gpus-per-trial > 0: Ray hides GPUs from trials without one")
-    if settings.metric not in ("test_acc", "test_ece", "train_loss", "noise_rate", "pair_impurity"):
+    if settings.metric not in SEARCHABLE_METRICS:
         raise SearchError(f"metric {settings.metric!r} is not reported by trials")
     if settings.mode not in ("max", "min"):
         raise SearchError(f"mode must be max or min, not {settings.mode!r}")

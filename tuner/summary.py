@@ -7,6 +7,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 
 from tuner import plots
+from tuner.search import SEARCHABLE_METRICS
 
 
 def log_summary(client, settings, rows: list[dict[str, Any]], best: dict[str, Any] | None, seconds: float) -> None:
@@ -22,7 +23,7 @@ def log_summary(client, settings, rows: list[dict[str, Any]], best: dict[str, An
     if best is not None:
         metrics.append(Metric(f"best_{metric}", best["metrics"][metric], now, 0))
         for k, v in best["metrics"].items():
-            if k in ("test_acc", "test_ece", "train_loss", "noise_rate", "pair_impurity"):
+            if k in SEARCHABLE_METRICS:
                 metrics.append(Metric(f"best.{k}", float(v), now, 0))
         searched = {k: v for k, v in best["config"].items()}
         client.log_batch(run_id, metrics=metrics,
