@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from trainables.core.config import write_text_atomic
+from trainables.core.files import write_text_atomic
 
 from .runner import Profile, Runner, full_profile, quick_profile
 from .suites import Section, features_section, icm_section, infinite_section, multimix_section

@@ -86,7 +86,7 @@ def test_written_configs_are_readable_by_others_but_search_state_is_private(tmp_
     import os
     import stat
 
-    from trainables.core.config import write_text_atomic
+    from trainables.core.files import write_text_atomic
 
     old = os.umask(0o022)
     try:

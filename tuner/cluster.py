@@ -60,7 +60,7 @@ class ClusterReport:
 
 # ----------------------------------------------------------------------------- loading
 def load_cluster_file(path: str | Path) -> dict[str, Any]:
-    from trainables.core.config import read_yaml
+    from trainables.core.files import read_yaml
 
     p = Path(path)
     config = read_yaml(p, ClusterConfigError, "cluster config")

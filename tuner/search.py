@@ -131,7 +131,7 @@ def check_name(name: str) -> None:
 
 def load_space_file(path: str | os.PathLike) -> tuple[Any, Callable]:
     """A YAML space file: its parsed document (kept in mixtune.json) and its space function."""
-    from trainables.core.config import read_yaml
+    from trainables.core.files import read_yaml
 
     doc = read_yaml(path, SpaceError, "space file")
     return doc, space_from_dict(doc, str(path), allowed=TrainConfig.__dataclass_fields__)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from trainables.core.config import TrainConfig, write_text_atomic
+from trainables.core.config import TrainConfig
+from trainables.core.files import write_text_atomic
 from trainables.core.data import load_dataset
 from trainables.core.fit import FitResult, fit
 

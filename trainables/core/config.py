@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -18,6 +17,7 @@ from typing import Any, get_type_hints
 import yaml
 
 from .errors import ConfigError
+from .files import read_yaml, write_text_atomic
 
 
 
@@ -41,8 +41,11 @@ METHODS: dict[str, MethodSpec] = {
 }
 
 DATASETS = ("digits", "mnist", "cifar10", "cifar100", "npz")
+GIVEN_LABEL_DATASETS = ("npz",)  # datasets whose files may carry complementary labels (cl_train)
 MODELS = ("auto", "mlp", "cnn", "resnet18", "resnet34")
-LABELS = ("ordinary", "complementary")
+LABELS = ("ordinary", "complementary", "given")
+# labels whose training targets are complementary (every CLL loss applies)
+CL_LABELS = ("complementary", "given")
 ORDINARY_LOSSES = ("ce",)
 COMPLEMENTARY_LOSSES = ("scl_nl", "scl_exp", "fwd", "ure_ga", "ure_tnn", "pc")
 MIX_LEVELS = ("input", "manifold", "cutmix")
@@ -64,12 +67,16 @@ class TrainConfig:
     """Directory (mnist, cifar*) or .npz file path; not used for digits."""
     train_fraction: float = 0.8
     """For datasets shipped as one split (digits, an MNIST test set alone): share kept for training."""
+    val_fraction: float = 0.1
+    """Share of the training rows held out for validation, in [0, 0.5]; 0 = no validation split (no val_* metric)."""
+    data_seed: int = 0
+    """Seeds the data a user would have: the validation split, the generated complementary labels, the imbalance subsample."""
     augment: bool = False
     """Random flips and 4-pixel crops, batched on the device (for CIFAR-style images)."""
 
     # --- labels -----------------------------------------------------------------------
     labels: str = "complementary"
-    """ordinary (true labels) | complementary (labels each example does NOT have)."""
+    """ordinary (true labels) | complementary (drawn from the true labels) | given (the dataset's own complementary labels, no true ones)."""
     cl_type: str = "uniform"
     """How complementary labels are drawn: uniform | multiple (num_cl per example) | biased (transition matrix)."""
     num_cl: int = 1
@@ -115,7 +122,7 @@ class TrainConfig:
     schedule: str = "cosine"
     """cosine | step (x0.1 at 50% and 75% of epochs) | none."""
     seed: int = 0
-    """Seeds the model, complementary labels, batches, pairing and mixing weights."""
+    """Seeds the training run: model, batches, clustering, pairing and mixing weights (not the data: data_seed)."""
 
     # --- execution -----------------------------------------------------------------------
     device: str = "auto"
@@ -136,6 +143,11 @@ class TrainConfig:
     @property
     def method_spec(self) -> MethodSpec:
         return METHODS[self.method]
+
+    @property
+    def complementary(self) -> bool:
+        """Training targets are complementary labels (generated or given)."""
+        return self.labels in CL_LABELS
 
     @property
     def resolved_loss(self) -> str:
@@ -194,6 +206,8 @@ class TrainConfig:
         within("contrastive_balance", 0.0, 1.0)
         within("cl_noise", 0.0, 1.0, high_open=True)
         within("train_fraction", 0.0, 1.0, high_open=True)
+        within("val_fraction", 0.0, 0.5)
+        at_least("data_seed", 0)
         if self.train_fraction <= 0:
             raise ConfigError(f"train_fraction={self.train_fraction} must be in (0, 1)")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -204,10 +218,20 @@ class TrainConfig:
             raise ConfigError(f"K={self.K} needs a Multi-Mix method (multimix, icm_multimix), not method={self.method}")
         if self.method_spec.contrastive and self.mix_level != "input":
             raise ConfigError(f"method={self.method} mixes inputs only; mix_level={self.mix_level} is not supported")
-        if self.cl_type == "multiple" and self.labels == "complementary" and self.num_cl < 1:
-            raise ConfigError("num_cl must be >= 1")
         if self.num_cl > 1 and self.cl_type != "multiple":
             raise ConfigError(f"num_cl={self.num_cl} needs cl_type=multiple, not {self.cl_type}")
+        if self.labels == "given":
+            generated = [f"{n}={getattr(self, n)}" for n, d in (("cl_type", "uniform"), ("num_cl", 1), ("cl_noise", 0.0))
+                         if getattr(self, n) != d]
+            if generated:
+                raise ConfigError(f"{', '.join(generated)} describe generated complementary labels (labels=complementary);"
+                                  " labels=given uses the dataset's own")
+            if self.imbalance_ratio != 1.0:
+                raise ConfigError(f"imbalance_ratio={self.imbalance_ratio} subsamples by true class, which labels=given"
+                                  " does not have")
+            if self.dataset not in GIVEN_LABEL_DATASETS:
+                raise ConfigError(f"labels=given needs a dataset that carries complementary labels"
+                                  f" ({', '.join(GIVEN_LABEL_DATASETS)}), not dataset={self.dataset}")
         if self.dataset in ("mnist", "cifar10", "cifar100", "npz") and not self.data_dir:
             raise ConfigError(f"dataset={self.dataset} needs data_dir (a directory, or the .npz file)")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -239,44 +263,6 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
-
-
-def read_yaml(path: str | os.PathLike, error: type[Exception] = ConfigError, what: str = "config") -> Any:
-    """Parse a YAML file with `yaml.safe_load` (no tags that build objects or run code).
-
-    A missing or unreadable file and malformed YAML raise `error` with a one-line message
-    naming the file (and the line and column of a syntax error).
-    """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise error(f"cannot read {what} {path}: {getattr(e, 'strerror', None) or e}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise error(f"{path}: malformed YAML{where}: {problem}") from None
-
-
-def write_text_atomic(path: Path, text: str, private: bool = False) -> Path:
-    """Write via a temp file + rename; `private` keeps it owner-only (it may hold credentials)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        if not private:  # mkstemp makes the file owner-only; configs and reports are not secret
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def field_types() -> dict[str, type]:

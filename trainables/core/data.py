@@ -1,4 +1,5 @@
-"""Datasets as CPU tensors, loaded once: digits (embedded), MNIST idx files, CIFAR pickles, `.npz`.
+"""Datasets as CPU tensors, loaded once: digits (embedded), MNIST idx files, CIFAR pickles, `.npz`
+(which may carry given complementary labels instead of true ones).
 
 Every loader returns raw arrays in (N, C, H, W) layout; `load_dataset` then scales them to
 float32, normalises per channel with the *train* statistics and fingerprints the content, so
@@ -28,30 +29,38 @@ SPLIT_SEED = 0  # the split of one-split datasets is fixed, so every trial sees 
 
 @dataclass
 class Dataset:
-    """Train and test tensors of one dataset, normalised with the train statistics."""
+    """Train and test tensors of one dataset, normalised with the train statistics.
+
+    True training labels are absent (`y_train` None) when the data comes with given
+    complementary labels only (`cl_train`); the test split is absent when the file has none,
+    and then there are no test metrics.
+    """
 
     name: str
     x_train: torch.Tensor  # (N, C, H, W) float32, normalised per channel with the train mean/std
-    y_train: torch.Tensor  # (N,) int64 true labels in [0, num_classes)
-    x_test: torch.Tensor  # (M, C, H, W) float32, normalised with the same train statistics
-    y_test: torch.Tensor  # (M,) int64
+    y_train: torch.Tensor | None  # (N,) int64 true labels in [0, num_classes); None: not known
+    x_test: torch.Tensor | None  # (M, C, H, W) float32, normalised with the same train statistics
+    y_test: torch.Tensor | None  # (M,) int64; None: no test labels, no test metrics
     num_classes: int
     fingerprint: str  # sha256 hex over the raw arrays + split settings: a cache key for clusterings
+    cl_train: torch.Tensor | None = None  # (N, num_classes) float32 given complementary-label rows, each sums to 1
+    cl_transition: torch.Tensor | None = None  # (num_classes, num_classes) given Q = P(CL j | true class i)
 
     @property
     def in_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one example."""
         return tuple(self.x_train.shape[1:])
 
+    @property
+    def has_test(self) -> bool:
+        """Test images with true labels: test metrics can be computed."""
+        return self.x_test is not None and self.y_test is not None
+
     def to(self, device: torch.device | str) -> Dataset:
         """A copy with every tensor on `device` (non-blocking copies)."""
-        return dataclasses.replace(
-            self,
-            x_train=self.x_train.to(device, non_blocking=True),
-            y_train=self.y_train.to(device, non_blocking=True),
-            x_test=self.x_test.to(device, non_blocking=True),
-            y_test=self.y_test.to(device, non_blocking=True),
-        )
+        moved = {f.name: getattr(self, f.name).to(device, non_blocking=True)
+                 for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
+        return dataclasses.replace(self, **moved)
 
 
 @dataclass
@@ -59,12 +68,14 @@ class RawSplit:
     """What a loader returns: raw arrays (N, C, H, W) of any numeric dtype, before scaling."""
 
     x_train: np.ndarray
-    y_train: np.ndarray  # (N,) integer
-    x_test: np.ndarray
-    y_test: np.ndarray
+    y_train: np.ndarray | None  # (N,) integer; None when only complementary labels are given
+    x_test: np.ndarray | None
+    y_test: np.ndarray | None
     num_classes: int
     scale: float  # divide pixels by this (255 for uint8 images, 16 for digits, 1 for floats)
     split: str  # how train/test came about; part of the fingerprint
+    cl_train: np.ndarray | None = None  # (N, num_classes) float32 given complementary-label rows
+    cl_transition: np.ndarray | None = None  # (num_classes, num_classes) float32 given Q
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -273,6 +284,8 @@ def cifar_arrays(cfg: TrainConfig) -> RawSplit:
 
 # ---------------------------------------------------------------------------- npz
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+NPZ_OPTIONAL = ("cl_train", "cl_transition", "num_classes")
+ARRAY_KEYS = (*NPZ_KEYS, "cl_train", "cl_transition")  # what the fingerprint hashes
 
 
 def _npz_images(x: np.ndarray, name: str, where: str) -> np.ndarray:
@@ -304,43 +317,79 @@ def _npz_labels(y: np.ndarray, x: np.ndarray, name: str, xname: str, where: str)
     return y.astype(np.int64)
 
 
+def _npz_num_classes(arrays: dict[str, np.ndarray], where: str) -> int:
+    """The file's num_classes, else the largest class any label array names, plus one."""
+    given = arrays.get("num_classes")
+    if given is not None:
+        if given.shape != () or not np.issubdtype(given.dtype, np.integer) or int(given) < 2:
+            raise DataError(f"{where}: num_classes must be one integer >= 2, got {given!r}")
+        return int(given)
+    found = [int(arrays[k].max()) + 1 for k in ("y_train", "y_test") if arrays.get(k) is not None and arrays[k].size]
+    if found:
+        return max(found)  # a complementary label beyond the true labels' classes is an error below
+    from .given_labels import cl_num_classes
+
+    return cl_num_classes(arrays["cl_train"], None)
+
+
 def npz_arrays(cfg: TrainConfig) -> RawSplit:
-    """A .npz file with x_train, y_train, x_test, y_test (no pickled objects); num_classes = max label + 1."""
+    """A .npz file (no pickled objects): x_train with y_train and/or cl_train; x_test, y_test optional.
+
+    cl_train holds given complementary labels: (N,) one each, (N, m) padded with -1, or an
+    (N, C) bool / 0-1 mask (see given_labels.py). cl_transition (C, C) is their Q when known;
+    num_classes is needed only when no label array names the last class.
+    """
+    from .given_labels import check_transition, cl_targets
+
     path = _data_dir(cfg)
     where = path.name
     if not path.is_file():
         raise DataError(f"{path}: no such .npz file" + (" (it is a directory)" if path.is_dir() else ""))
     try:
         with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in NPZ_KEYS if k not in f.files]
-            if missing:
-                raise DataError(f"{where}: missing array(s) {', '.join(missing)} (has {', '.join(f.files) or 'none'})")
-            arrays = {k: f[k] for k in NPZ_KEYS}
+            if "x_train" not in f.files or not ({"y_train", "cl_train"} & set(f.files)):
+                need = "x_train" if "x_train" not in f.files else "y_train (true labels) or cl_train (complementary labels)"
+                raise DataError(f"{where}: missing array(s) {need} (has {', '.join(f.files) or 'none'})")
+            if "y_test" in f.files and "x_test" not in f.files:
+                raise DataError(f"{where}: missing array(s) x_test (y_test labels it; has {', '.join(f.files)})")
+            arrays = {k: f[k] for k in (*NPZ_KEYS, *NPZ_OPTIONAL) if k in f.files}
     except DataError:
         raise
     except Exception as e:  # BadZipFile, ValueError (object arrays), OSError
         raise DataError(f"{path}: cannot read as .npz ({type(e).__name__}: {e})") from None
     xtr = _npz_images(arrays["x_train"], "x_train", where)
-    xte = _npz_images(arrays["x_test"], "x_test", where)
-    if xtr.shape[1:] != xte.shape[1:]:
+    if len(xtr) == 0:
+        raise DataError(f"{where}: x_train is empty")
+    xte = _npz_images(arrays["x_test"], "x_test", where) if "x_test" in arrays else None
+    if xte is not None and xtr.shape[1:] != xte.shape[1:]:
         raise DataError(
             f"{where}: x_train images {tuple(xtr.shape[1:])} and x_test images {tuple(xte.shape[1:])} differ in shape"
         )
-    ytr = _npz_labels(arrays["y_train"], xtr, "y_train", "x_train", where)
-    yte = _npz_labels(arrays["y_test"], xte, "y_test", "x_test", where)
-    if len(ytr) == 0 or len(yte) == 0:
-        raise DataError(f"{where}: {'x_train' if len(ytr) == 0 else 'x_test'} is empty")
-    if xtr.dtype.kind == "f" and not (np.isfinite(xtr).all() and np.isfinite(xte).all()):
+    ytr = _npz_labels(arrays["y_train"], xtr, "y_train", "x_train", where) if "y_train" in arrays else None
+    yte = _npz_labels(arrays["y_test"], xte, "y_test", "x_test", where) if "y_test" in arrays else None
+    if xte is not None and len(xte) == 0 or yte is not None and len(yte) == 0:
+        raise DataError(f"{where}: x_test is empty (leave x_test and y_test out for no test split)")
+    if xtr.dtype.kind == "f" and not (np.isfinite(xtr).all() and (xte is None or np.isfinite(xte).all())):
         raise DataError(f"{where}: x_train or x_test holds NaN or infinite values")
-    num_classes = int(max(ytr.max(), yte.max())) + 1
+    arrays["y_train"], arrays["y_test"] = ytr, yte
+    num_classes = _npz_num_classes(arrays, where)
     if num_classes < 2:
         raise DataError(f"{where}: labels have a single class; mixtune needs at least 2")
-    if (xtr.dtype == np.uint8) != (xte.dtype == np.uint8):  # one scale for both, or test drifts from train
+    for name, y in (("y_train", ytr), ("y_test", yte)):
+        if y is not None and y.size and y.max() >= num_classes:
+            raise DataError(f"{where}: {name} has label {int(y.max())}, but num_classes is {num_classes}")
+    cl = None
+    if "cl_train" in arrays:
+        if len(arrays["cl_train"]) != len(xtr):
+            raise DataError(f"{where}: cl_train has {len(arrays['cl_train'])} rows but x_train has {len(xtr)} images")
+        cl = cl_targets(arrays["cl_train"], num_classes, where)
+    Q = check_transition(arrays["cl_transition"], num_classes, where) if "cl_transition" in arrays else None
+    if xte is not None and (xtr.dtype == np.uint8) != (xte.dtype == np.uint8):  # one scale, or test drifts
         raise DataError(
             f"{where}: x_train is {xtr.dtype} but x_test is {xte.dtype}; save both as uint8 or both as floats"
         )
     scale = 255.0 if xtr.dtype == np.uint8 else 1.0
-    return RawSplit(xtr, ytr, xte, yte, num_classes, scale, "given")
+    return RawSplit(xtr, ytr, xte, yte, num_classes, scale, "given", cl_train=cl, cl_transition=Q)
 
 
 LOADERS: dict[str, Callable[[TrainConfig], RawSplit]] = {
@@ -357,8 +406,14 @@ def fingerprint(name: str, raw: RawSplit) -> str:
     """sha256 hex over the dataset name, split settings and the raw arrays (dtype, shape, bytes)."""
     h = hashlib.sha256()
     h.update(f"mixtune-data-v1|{name}|{raw.split}|{raw.num_classes}|{raw.scale!r}".encode())
-    for key in NPZ_KEYS:
-        a = np.ascontiguousarray(getattr(raw, key))
+    for key in ARRAY_KEYS:
+        value = getattr(raw, key)
+        if value is None:
+            if key in ("cl_train", "cl_transition"):
+                continue  # files without them keep the fingerprint they always had
+            h.update(f"|{key}|none|".encode())
+            continue
+        a = np.ascontiguousarray(value)
         h.update(f"|{key}|{a.dtype.str}|{a.shape}|".encode())
         h.update(memoryview(a).cast("B"))
     return h.hexdigest()
@@ -369,21 +424,28 @@ def _as_float(x: np.ndarray, scale: float) -> torch.Tensor:
     return t.div_(scale) if scale != 1.0 else t
 
 
+def _labels(y: np.ndarray | None) -> torch.Tensor | None:
+    return None if y is None else torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
+
+
 def load_dataset(cfg: TrainConfig) -> Dataset:
     """Load cfg.dataset as CPU tensors, normalised per channel with the train mean/std."""
     if cfg.dataset not in LOADERS:
         raise DataError(f"dataset={cfg.dataset!r} is not one of {', '.join(LOADERS)}")
     raw = LOADERS[cfg.dataset](cfg)
     key = fingerprint(cfg.dataset, raw)  # over the raw arrays, before any conversion
-    x_train, x_test = _as_float(raw.x_train, raw.scale), _as_float(raw.x_test, raw.scale)
+    x_train = _as_float(raw.x_train, raw.scale)
     std, mean = torch.std_mean(x_train, dim=(0, 2, 3), correction=0, keepdim=True)  # (1, C, 1, 1)
     std = std.clamp_min(1e-6)  # a constant channel (e.g. an always-black border) stays finite
+    x_test = None if raw.x_test is None else _as_float(raw.x_test, raw.scale).sub_(mean).div_(std)
     return Dataset(
         name=cfg.dataset,
         x_train=x_train.sub_(mean).div_(std),  # in place: CIFAR's train set is 600 MB as float32
-        y_train=torch.from_numpy(np.ascontiguousarray(raw.y_train, dtype=np.int64)),
-        x_test=x_test.sub_(mean).div_(std),
-        y_test=torch.from_numpy(np.ascontiguousarray(raw.y_test, dtype=np.int64)),
+        y_train=_labels(raw.y_train),
+        x_test=x_test,
+        y_test=_labels(raw.y_test),
         num_classes=raw.num_classes,
         fingerprint=key,
+        cl_train=None if raw.cl_train is None else torch.from_numpy(raw.cl_train),
+        cl_transition=None if raw.cl_transition is None else torch.from_numpy(raw.cl_transition),
     )

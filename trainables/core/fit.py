@@ -1,13 +1,15 @@
 """The one training loop: `fit(cfg, dataset, on_epoch) -> FitResult`.
 
 `mixtune train`, the Ray trainable, the benchmarks and the experiments all call this. It
-does, in order: pick the device, derive the training targets (ordinary one-hot or generated
-complementary labels) and the clustering, move everything to the device once, then per
-epoch slice batches out of a device-side permutation, mix, take the loss, step, and hand a
-dict of metrics (and a lazy checkpoint) to `on_epoch`.
+does, in order: pick the device, hold out the validation split and label both splits
+(`split.py`: ordinary one-hot, generated or given complementary labels), cluster the
+training rows, move everything to the device once, then per epoch slice batches out of a
+device-side permutation, mix, take the loss, step, evaluate on the validation split (with
+the labels a user has) and the test split, and hand a dict of metrics (and a lazy
+checkpoint) to `on_epoch`.
 
-Reproducibility: every random choice comes from generators seeded by `cfg.seed`, so the same
-config on the CPU gives identical metrics; a run resumed from a checkpoint restores those
+Reproducibility: the data (split, labels) comes from `cfg.data_seed`, every training choice
+from generators seeded by `cfg.seed`, so the same config on the CPU gives identical metrics; a run resumed from a checkpoint restores those
 generators too and continues exactly where it stopped.
 """
 
@@ -28,9 +30,8 @@ from .clustering import Clustering, cached_clusters
 from .config import ConfigError, TrainConfig
 from .errors import DivergedError
 from .data import Dataset
-from .labels import complementary_targets, imbalance_indices, ordinary_targets, transition_matrix
 from .losses import candidate_targets, get_loss, infinite_class_loss
-from .metrics import accuracy, expected_calibration_error
+from .metrics import accuracy_t, complementary_validation, expected_calibration_error_t, ordinary_validation
 from .mixing import (
     ClusterIndex,
     cluster_pairing,
@@ -43,6 +44,7 @@ from .mixing import (
     repeat_anchor,
 )
 from .models import auto_model_name, build_model
+from .split import split_and_label
 
 EpochCallback = Callable[[dict[str, float], Callable[[], dict[str, Any]]], None]
 
@@ -63,49 +65,56 @@ class TrainData:
 
     x: Tensor  # (N, C, H, W) training inputs
     targets: Tensor  # (N, C) dense soft training targets: one-hot or complementary vectors
-    y: Tensor  # (N,) true training labels: diagnostics only, never used by a loss
-    x_test: Tensor
-    y_test: Tensor
+    y: Tensor | None  # (N,) true training labels: diagnostics only, never used by a loss; None if unknown
+    x_val: Tensor  # (V, C, H, W) validation inputs (V = 0 without a validation split)
+    val_targets: Tensor  # (V, C) the validation rows' labels, the same kind as `targets`
+    y_val: Tensor | None  # (V,) true validation labels: read by ordinary labels' val metrics only
+    x_test: Tensor | None
+    y_test: Tensor | None  # None: no test metrics
     num_classes: int
-    Q: Tensor | None  # (C, C) complementary-label transition matrix, for FWD
+    Q: Tensor | None  # (C, C) complementary-label transition matrix (FWD, URE, validation estimates)
     clusters: Clustering | None
-    train_index: Tensor  # (N,) rows of the dataset's training split that were kept
+    train_index: Tensor  # (N,) rows of the dataset's training split used for training
+    labels: str = "complementary"  # cfg.labels: which validation metrics apply
+    Q_inv: Tensor | None = None  # (C, C) inverse of Q, computed once
+    q_source: str | None = None  # uniform | biased | given | estimated
 
 
 def prepare(cfg: TrainConfig, dataset: Dataset, device: torch.device) -> TrainData:
-    """Labels, imbalance and clustering for this config; all tensors moved to `device` once."""
-    C = dataset.num_classes
-    gen = torch.Generator().manual_seed(cfg.seed)  # CPU: label generation is one-off work
-    y = dataset.y_train
-    keep = imbalance_indices(y, C, cfg.imbalance_ratio, gen) if cfg.imbalance_ratio > 1 else torch.arange(len(y))
-    y = y[keep]
-    Q = None
-    if cfg.labels == "ordinary":
-        targets = ordinary_targets(y, C)
-    else:
-        if cfg.cl_type == "multiple" and cfg.num_cl > C - 1:
-            raise ConfigError(f"num_cl={cfg.num_cl} must be <= {C - 1} (classes - 1) for {dataset.name}")
-        Q = transition_matrix(C, cfg.cl_type, cfg.cl_noise, gen)
-        targets = complementary_targets(y, C, cfg.cl_type, cfg.num_cl, cfg.cl_noise, Q, gen)
+    """Split, labels and clustering for this config; all tensors moved to `device` once."""
+    split = split_and_label(cfg, dataset)
+    keep = split.train_index
     x = dataset.x_train[keep].to(device, non_blocking=True)
     clusters = None
     if cfg.method_spec.pairing == "cluster":
         if cfg.k > len(keep):
             raise ConfigError(f"k={cfg.k} is larger than the training set ({len(keep)} examples)")
+        # the key names exactly the training rows: validation rows never shape a clustering
         rows = hashlib.sha256(keep.numpy().tobytes()).hexdigest()[:16]
         clusters = cached_clusters(
             x, f"{dataset.fingerprint}:{rows}", cfg.cluster_features, cfg.k, cfg.seed, cfg.pca_dim, cfg.cache_dir
         )
+
+    def dev(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.to(device, non_blocking=True)
+
+    Q = dev(split.Q)
     return TrainData(
         x=x,
-        targets=targets.to(device, non_blocking=True),
-        y=y.to(device, non_blocking=True),
-        x_test=dataset.x_test.to(device, non_blocking=True),
-        y_test=dataset.y_test.to(device, non_blocking=True),
-        num_classes=C,
-        Q=None if Q is None else Q.to(device),
+        targets=dev(split.train_targets),
+        y=dev(split.y_train),
+        x_val=dataset.x_train[split.val_index].to(device, non_blocking=True),
+        val_targets=dev(split.val_targets),
+        y_val=dev(split.y_val),
+        x_test=dev(dataset.x_test) if dataset.has_test else None,
+        y_test=dev(dataset.y_test) if dataset.has_test else None,
+        num_classes=dataset.num_classes,
+        Q=Q,
         clusters=clusters,
         train_index=keep,
+        labels=cfg.labels,
+        Q_inv=None if Q is None else torch.linalg.inv(Q.double()).float(),
+        q_source=split.q_source,
     )
 
 
@@ -158,19 +167,40 @@ def _augment(x: Tensor, gen: torch.Generator) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: Tensor, y: Tensor, autocast, batch_size: int = 2048) -> dict[str, float]:
-    """Test accuracy and ECE (15 bins) on true labels."""
+def predict(model: torch.nn.Module, x: Tensor, autocast, batch_size: int = 2048) -> Tensor:
+    """(N, C) float32 logits of `x` in eval mode, in batches."""
     model.eval()
     logits = []
     for i in range(0, len(x), batch_size):
         with autocast():
             logits.append(model(x[i : i + batch_size]).float())
-    out = torch.cat(logits)
     model.train()
-    return {
-        "test_acc": accuracy(out, y),
-        "test_ece": expected_calibration_error(out.softmax(1), y, n_bins=15),
-    }
+    return torch.cat(logits) if logits else torch.zeros(0, 0, device=x.device)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: TrainData, autocast) -> dict[str, float]:
+    """Validation metrics from the labels a user has, and test metrics where test labels exist.
+
+    Computed on the device; one host sync for all of them. Validation with ordinary labels:
+    val_acc, val_loss, val_ece; with complementary labels (generated or given), only their
+    CLs and Q: val_scel, val_ure, val_acc_est (metrics.py). Test: test_acc, test_ece.
+    """
+    values: dict[str, Tensor] = {}
+    if len(data.x_val):
+        z = predict(model, data.x_val, autocast)
+        if data.labels == "ordinary":
+            values.update(ordinary_validation(z, data.y_val))
+        else:
+            values.update(complementary_validation(z, data.val_targets, data.Q, data.Q_inv))
+    if data.x_test is not None and data.y_test is not None:
+        z = predict(model, data.x_test, autocast)
+        values["test_acc"] = accuracy_t(z, data.y_test)
+        values["test_ece"] = expected_calibration_error_t(z.softmax(1), data.y_test, n_bins=15)
+    if not values:
+        return {}
+    host = torch.stack([v.double() for v in values.values()]).tolist()  # sync point: once per epoch
+    return dict(zip(values, host))
 
 
 def fit(
@@ -207,7 +237,9 @@ def fit(
         # channels_last lets cuDNN pick NHWC tensor-core kernels under bf16
         model = model.to(memory_format=torch.channels_last)
         data.x = data.x.contiguous(memory_format=torch.channels_last)
-        data.x_test = data.x_test.contiguous(memory_format=torch.channels_last)
+        data.x_val = data.x_val.contiguous(memory_format=torch.channels_last)
+        if data.x_test is not None:
+            data.x_test = data.x_test.contiguous(memory_format=torch.channels_last)
     opt = _build_optimizer(cfg, model)
     sched = _build_schedule(cfg, opt)
     forward = torch.compile(model) if cfg.compile else model
@@ -215,7 +247,8 @@ def fit(
     spec = cfg.method_spec
     K = cfg.K if spec.multi else 1
     clusters = ClusterIndex(data.clusters.assign) if data.clusters is not None else None
-    complementary = cfg.labels == "complementary"
+    complementary = cfg.complementary
+    diagnose = data.y is not None  # true training labels known: noise rate and pair impurity
 
     # generators: one on the device (batches, partners, boxes, augmentation), one on the
     # host (Beta draws, manifold layer choice)
@@ -237,6 +270,8 @@ def fit(
     info = {
         "device": str(device),
         "train_size": N,
+        "val_size": len(data.x_val),
+        "transition_matrix": data.q_source,
         "cluster_cache_hit": None if data.clusters is None else data.clusters.cache_hit,
         "cluster_seconds": 0.0 if data.clusters is None else data.clusters.seconds,
     }
@@ -279,7 +314,7 @@ def fit(
             if spec.pairing is None:
                 with autocast():
                     logits = forward(x)
-                target, anchor_y = t, data.y[idx]
+                target = t
             else:
                 pairs = random_pairing(idx, gen) if spec.pairing == "random" else cluster_pairing(idx, clusters, gen)
                 lam = draw_lambdas(B, K, cfg.alpha, rng, device)  # (B, K)
@@ -300,8 +335,8 @@ def fit(
                     else:
                         logits = forward(mix_inputs(x, xp, lam))
                 target = mix_targets(t, data.targets[pairs.partner], lam)  # (B*K, C)
-                anchor_y = repeat_anchor(data.y[idx], K)
-                impure += (anchor_y != repeat_anchor(data.y[pairs.partner], K)).sum()
+                if diagnose:
+                    impure += (repeat_anchor(data.y[idx], K) != repeat_anchor(data.y[pairs.partner], K)).sum()
                 mixed_seen += B * K
             if spec.contrastive:
                 contrast = candidate_targets(target) if complementary else target
@@ -314,8 +349,9 @@ def fit(
             loss.backward()
             opt.step()
             loss_sum += loss.detach() * B
-            if complementary:
+            if complementary and diagnose:
                 # ICM's noise: the (mixed) complementary vector puts weight on the true class
+                anchor_y = data.y[idx] if spec.pairing is None else repeat_anchor(data.y[idx], K)
                 noisy += (target.gather(1, anchor_y[:, None]) > 0).sum()
             seen += B
         sched.step()
@@ -324,10 +360,10 @@ def fit(
         if not math.isfinite(train_loss):
             raise DivergedError(f"training loss became {train_loss} at epoch {epoch}")
         metrics: dict[str, float] = {"epoch": epoch, "train_loss": train_loss}
-        metrics.update(evaluate(model, data.x_test, data.y_test, autocast))
-        if complementary:
+        metrics.update(evaluate(model, data, autocast))
+        if complementary and diagnose:
             metrics["noise_rate"] = float(noisy) / max(mixed_seen if spec.pairing else seen, 1)
-        if spec.pairing is not None:
+        if spec.pairing is not None and diagnose:
             metrics["pair_impurity"] = float(impure) / max(mixed_seen, 1)
         metrics["epoch_time"] = time.perf_counter() - t0  # training + evaluation
         metrics["samples_per_s"] = seen / train_time  # training throughput only

@@ -33,9 +33,20 @@ def _check_y(y: torch.Tensor, num_classes: int) -> torch.Tensor:
     return y.long()
 
 
-def transition_matrix(num_classes: int, cl_type: str, cl_noise: float, generator: torch.Generator) -> torch.Tensor:
-    """(C, C) float32 Q with Q[i, j] = P(complementary label j | true label i); rows sum to 1."""
+def transition_matrix(
+    num_classes: int, cl_type: str, cl_noise: float, generator: torch.Generator, num_cl: int = 1
+) -> torch.Tensor:
+    """(C, C) float32 Q with Q[i, j] = E[target_j | true label i]; rows sum to 1.
+
+    For one CL per example that is P(complementary label j | true label i). For num_cl > 1
+    (cl_type=multiple) a target row is multi-hot / num_cl and only its first label can be
+    the wrong one (see `complementary_targets`), so the true class gets weight cl_noise /
+    num_cl: the Q under which E[target | y] = Q[y] holds, which FWD, URE and the validation
+    estimates rely on.
+    """
     _check(num_classes, cl_type, cl_noise)
+    if num_cl > 1:
+        cl_noise = cl_noise / num_cl
     C = num_classes
     eye = torch.eye(C, device=generator.device)
     if cl_type == "biased":

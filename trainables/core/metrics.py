@@ -1,19 +1,37 @@
-"""Evaluation and diagnostic metrics, each returning a python float.
+"""The functions that compute metrics; what each metric means is `metric_table.METRICS`.
 
-Each function builds its result on the tensors' device and calls `.item()` once at the end:
-that is a host-device sync point, so call these once per evaluation, not per batch.
-An empty input gives nan (a mean over nothing).
+The `*_t` functions return 0-d tensors on the inputs' device, so an evaluation can stack
+them and sync with the host once; the float versions call `.item()` (a sync point) and are
+meant for one-off use. An empty input gives nan (a mean over nothing).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+# ----------------------------------------------------------------------------- ordinary labels
+def accuracy_t(logits: Tensor, y: Tensor) -> Tensor:
+    return (logits.argmax(1) == y).float().mean()
 
 
 def accuracy(logits: Tensor, y: Tensor) -> float:
     """Share of rows whose argmax is the true label. logits (N, C), y (N,) integer."""
-    return (logits.argmax(1) == y).float().mean().item()  # sync point
+    return accuracy_t(logits, y).item()  # sync point
+
+
+def expected_calibration_error_t(probs: Tensor, y: Tensor, n_bins: int = 15) -> Tensor:
+    if n_bins < 1:
+        raise ValueError(f"n_bins={n_bins} must be >= 1")
+    conf, pred = probs.double().max(1)  # (N,), (N,); float64 so the per-bin sums cancel exactly
+    gap = (pred == y).double() - conf  # (N,) correct_i - conf_i
+    # bin m (0-based) holds conf in (m/M, (m+1)/M]; conf > 0 always (max prob >= 1/C)
+    idx = (conf * n_bins).ceil().long().clamp(1, n_bins) - 1  # (N,)
+    per_bin = torch.zeros(n_bins, dtype=torch.float64, device=probs.device).scatter_add_(0, idx, gap)
+    return per_bin.abs().sum() / conf.numel()
 
 
 def expected_calibration_error(probs: Tensor, y: Tensor, n_bins: int = 15) -> float:
@@ -25,16 +43,73 @@ def expected_calibration_error(probs: Tensor, y: Tensor, n_bins: int = 15) -> fl
     scatter_add (no loop over samples or bins). probs (N, C) rows of class probabilities
     (e.g. softmax of logits), y (N,) integer.
     """
-    if n_bins < 1:
-        raise ValueError(f"n_bins={n_bins} must be >= 1")
-    conf, pred = probs.double().max(1)  # (N,), (N,); float64 so the per-bin sums cancel exactly
-    gap = (pred == y).double() - conf  # (N,) correct_i - conf_i
-    # bin m (0-based) holds conf in (m/M, (m+1)/M]; conf > 0 always (max prob >= 1/C)
-    idx = (conf * n_bins).ceil().long().clamp(1, n_bins) - 1  # (N,)
-    per_bin = torch.zeros(n_bins, dtype=torch.float64, device=probs.device).scatter_add_(0, idx, gap)
-    return (per_bin.abs().sum() / conf.numel()).item()  # sync point
+    return expected_calibration_error_t(probs, y, n_bins).item()  # sync point
 
 
+def ordinary_validation(logits: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """val_acc, val_loss (cross-entropy), val_ece on true validation labels; 0-d tensors."""
+    return {
+        "val_acc": accuracy_t(logits, y),
+        "val_loss": F.cross_entropy(logits.float(), y),
+        "val_ece": expected_calibration_error_t(logits.float().softmax(1), y),
+    }
+
+
+# ----------------------------------------------------------------------------- complementary labels
+def scel_t(logits: Tensor, target: Tensor, Q: Tensor) -> Tensor:
+    """SCEL: -sum_c t_c log (softmax(z) Q)_c, mean over rows (libcll's `valid_type="SCEL"`).
+
+    The cross-entropy between the observed complementary labels and the model's distribution
+    over complementary labels p Q. Under uniform Q, (p Q)_c = (1 - p_c) / (C - 1), so it is
+    SCL-NL's value plus log(C - 1). target (N, C) rows summing to 1; Q (C, C).
+    """
+    q = torch.softmax(logits.float(), dim=1) @ Q.float()
+    return -(target * q.clamp_min(torch.finfo(torch.float32).tiny).log()).sum(1).mean()
+
+
+def cl_weights(target: Tensor, Q_inv: Tensor) -> Tensor:
+    """w = t Q^-1 (N, C): E[w | y] = onehot(y) whenever E[t | y] = Q[y] (the unbiasedness behind URE)."""
+    return target.double() @ Q_inv.double()
+
+
+def ure_t(logits: Tensor, target: Tensor, Q_inv: Tensor) -> Tensor:
+    """Unbiased estimate of the cross-entropy risk from CLs: mean_i sum_k w_ik (-log p_ik), w = t Q^-1.
+
+    Ishida et al., 2019 (ICML), Theorem 1 generalised to any invertible Q (Yu et al., 2018):
+    since E[w | y] = onehot(y), E[sum_k w_k l_k] = E[l_y]. No correction (max/min) is applied:
+    as a validation metric it is the plain estimate, which may be negative.
+    """
+    logp = F.log_softmax(logits.float(), dim=1).double()
+    return -(cl_weights(target, Q_inv) * logp).sum(1).mean()
+
+
+def cl_accuracy_estimate_t(logits: Tensor, target: Tensor, Q_inv: Tensor) -> Tensor:
+    """Unbiased estimate of accuracy from CLs alone: mean_i (t_i Q^-1)[argmax z_i].
+
+    The 0-1 risk written with the URE weights: with l_k = [pred != k], sum_k w_k l_k =
+    sum_k w_k - w_pred = 1 - w_pred, because Q's rows sum to 1 so Q^-1's do too and
+    sum_k w_k = sum_c t_c = 1. E[w_pred | x, y] = [pred = y], hence the mean of w_pred is
+    unbiased for accuracy. Uniform Q (Q^-1 = J - (C-1) I): w_pred = 1 - (C-1) t_pred, so with
+    one CL per row, error = (C-1) * P(argmax = CL); with m distinct uniform CLs per row
+    (t = multi-hot / m), error = (C-1)/m * P(argmax among the CLs). Unbiased only if Q is the
+    true transition (E[t | y] = Q[y]): with a share eps of wrong CLs but uniform Q assumed,
+    E[estimate] = acc (1 - C eps) + eps, shrunk towards chance (rankings are kept in
+    expectation while eps < 1/C). Single values may leave [0, 1]; the mean is the estimate.
+    """
+    pred = logits.argmax(1, keepdim=True)  # (N, 1)
+    return cl_weights(target, Q_inv).gather(1, pred).mean()
+
+
+def complementary_validation(logits: Tensor, target: Tensor, Q: Tensor, Q_inv: Tensor) -> dict[str, Tensor]:
+    """val_scel, val_ure, val_acc_est from validation complementary labels only; 0-d tensors."""
+    return {
+        "val_scel": scel_t(logits, target, Q),
+        "val_ure": ure_t(logits, target, Q_inv),
+        "val_acc_est": cl_accuracy_estimate_t(logits, target, Q_inv),
+    }
+
+
+# ----------------------------------------------------------------------------- diagnostics
 def noise_rate(mixed_target: Tensor, y_true: Tensor) -> float:
     """Share of mixed complementary-label rows that put weight (> 0) on the anchor's true class.
 
