@@ -115,7 +115,11 @@ def run_search(kind: str, trials: int, dataset, base: dict, root: Path) -> dict:
         client = tracking.client(uri)
         exp = tracking.experiment_id(client, "bench-overhead")
         parent = client.create_run(exp, run_name=f"search-{time.time_ns()}")
-        cb = tracking.MLflowTrials(uri, parent.info.run_id, exp, base, f"bench-{time.time_ns()}")
+        from tuner.settings import SearchSettings
+
+        settings = SearchSettings(name=f"bench-{time.time_ns()}", space="none", base=base, metric="train_loss",
+                                  mode="min", tracking_uri=uri, parent_run_id=parent.info.run_id, experiment_id=exp)
+        cb = tracking.MLflowTrials(settings)
         timed = Timed(cb)
         callbacks.append(cb)
     tuner = tune.Tuner(
@@ -192,7 +196,7 @@ def main() -> None:
         cache_dir=str(root / "cache"),
     ).to_dict()
     dataset = load_dataset(TrainConfig.from_dict(base))
-    # the same worker set-up hook as `mixtune search` (tuner/search.py start_ray): workers import
+    # the same worker set-up hook as `mixtune search` (tuner/assembly.py start_ray): workers import
     # torch and the core when they start rather than inside their first trial
     ray.init(num_cpus=a.num_cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
              runtime_env={"worker_process_setup_hook": "trainables.trainable.warm_worker"})

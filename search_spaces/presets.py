@@ -22,7 +22,7 @@ COMPLEMENTARY_LOSSES = ["scl_nl", "scl_exp", "fwd", "ure_ga", "ure_tnn", "pc"]
 
 @dataclass(frozen=True)
 class SpaceContext:
-    """What a preset may depend on: the label kind and the training-set size (caps k)."""
+    """What a preset may depend on: the label kind (ordinary, complementary, given) and the training-set size (caps k)."""
 
     labels: str = "complementary"
     max_k: int = 300
@@ -42,7 +42,7 @@ def _k(trial: optuna.Trial, ctx: SpaceContext) -> None:
 
 
 def _loss(trial: optuna.Trial, ctx: SpaceContext) -> dict[str, Any]:
-    if ctx.labels == "complementary":
+    if ctx.labels != "ordinary":  # complementary (generated) or given: the CLL losses
         trial.suggest_categorical("loss", COMPLEMENTARY_LOSSES)
         return {}
     return {"loss": "ce"}

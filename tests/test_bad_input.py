@@ -49,7 +49,7 @@ def npz_file(path: Path, **override) -> Path:
     arrays = dict(x_train=np.zeros((20, 8, 8), np.uint8), y_train=np.arange(20) % 2,
                   x_test=np.zeros((10, 8, 8), np.uint8), y_test=np.arange(10) % 2)
     arrays.update(override)
-    np.savez(path, **arrays)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
     return path
 
 
@@ -155,7 +155,61 @@ def make_case(name: str, tmp: Path) -> tuple[list[str], str]:
     if name == "num_samples_zero":
         return ["search", "--num-samples", "0"], "num_samples=0 must be >= 1"
     if name == "unknown_metric":
-        return ["search", "--metric", "accuracy"], "metric 'accuracy' is not reported"
+        return ["search", "--metric", "accuracy"], "--metric 'accuracy' is not a metric a search can select on"
+    if name == "val_fraction_too_large":
+        return ["search", "--val-fraction", "0.6"], "val_fraction=0.6 must be in [0.0, 0.5]"
+    if name == "val_fraction_negative":
+        return ["search", "--val-fraction", "-0.1"], "val_fraction=-0.1 must be in [0.0, 0.5]"
+    if name == "val_split_too_small":
+        return ["search", "--val-fraction", "0.01"], "val_fraction=0.01 leaves 14 validation rows of 1438"
+    if name == "metric_needs_true_val_labels":
+        return ["search", "--metric", "val_acc"], "--metric val_acc cannot be reported by this search's trials " \
+            "(it needs labels=ordinary, not labels=complementary)"
+    if name == "metric_needs_cl":
+        return ["search", "--labels", "ordinary", "--metric", "val_scel"], "it needs labels=complementary or given"
+    if name == "metric_without_val_split":
+        return ["search", "--val-fraction", "0", "--metric", "val_scel"], "there is no validation split"
+    if name == "default_metric_without_val_split":
+        return ["search", "--val-fraction", "0"], "val_fraction=0 leaves no validation metric to select on"
+    if name == "metric_without_test_labels":
+        f = npz_file(d / "d.npz", cl_train=np.arange(20) % 2, y_train=None, y_test=None)
+        return ["search", "--dataset", "npz", "--data-dir", str(f), "--labels", "given", "--metric", "test_acc",
+                "--val-fraction", "0.2"], "the data has no test labels"
+    if name == "mode_against_metric":
+        return ["search", "--mode", "max"], "--mode max contradicts val_scel, for which lower is better"
+    if name == "metric_not_selectable":
+        return ["search", "--metric", "epoch_time"], "--metric 'epoch_time' is not a metric a search can select on"
+    if name == "space_searches_data":
+        f = space_file(d / "s.yaml", "params:\n  val_fraction: {low: 0.1, high: 0.3}\n")
+        return ["search", "--space", f], "val_fraction define the data every trial shares"
+    if name == "given_labels_missing":
+        return ["search", "--dataset", "npz", "--data-dir", str(npz_file(d / "d.npz")), "--labels", "given",
+                "--val-fraction", "0.2"], "labels=given, but d.npz carries no complementary labels (cl_train)"
+    if name == "true_labels_missing":
+        f = npz_file(d / "d.npz", cl_train=np.arange(20) % 2, y_train=None)
+        return ["search", "--dataset", "npz", "--data-dir", str(f), "--val-fraction", "0.2"], \
+            "labels=complementary needs true training labels (y_train), which d.npz lacks; use labels=given"
+    if name == "given_cl_out_of_range":
+        f = npz_file(d / "d.npz", cl_train=np.full(20, 2), y_train=None)
+        return ["search", "--dataset", "npz", "--data-dir", str(f), "--labels", "given"], \
+            "cl_train row 0 has complementary label 2, but there are 2 classes"
+    if name == "given_mask_all_ones":
+        mask = np.zeros((20, 2), bool)
+        mask[:, 0] = True
+        mask[3] = True
+        f = npz_file(d / "d.npz", cl_train=mask, y_train=None)
+        return ["search", "--dataset", "npz", "--data-dir", str(f), "--labels", "given"], \
+            "cl_train row 3 marks all 2 classes as complementary"
+    if name == "given_row_without_cl":
+        cl = np.zeros((20, 2), np.int64)
+        cl[5] = -1
+        f = npz_file(d / "d.npz", cl_train=cl, y_train=None, num_classes=np.int64(3))
+        return ["search", "--dataset", "npz", "--data-dir", str(f), "--labels", "given"], \
+            "cl_train row 5 has no complementary label (only -1 padding)"
+    if name == "given_length_mismatch":
+        f = npz_file(d / "d.npz", cl_train=np.arange(19) % 2, y_train=None)
+        return ["search", "--dataset", "npz", "--data-dir", str(f), "--labels", "given"], \
+            "cl_train has 19 rows but x_train has 20 images"
     if name == "resume_missing_search":
         return ["resume", "nope"], "no search 'nope'"
     if name == "resume_corrupt_state":
@@ -182,7 +236,12 @@ CASES = [
     "searched_k_larger_than_train_set", "num_cl_too_large", "cuda_without_gpus", "unreachable_tracking_uri",
     "tracking_uri_with_password_unreachable", "tracking_sqlite_missing_folder", "tracking_bad_scheme",
     "unreachable_ray_address", "malformed_ray_address", "storage_path_not_writable", "results_dir_not_writable",
-    "name_escapes_results", "name_absolute", "num_samples_zero", "unknown_metric", "resume_missing_search",
+    "name_escapes_results", "name_absolute", "num_samples_zero", "unknown_metric", "val_fraction_too_large",
+    "val_fraction_negative", "val_split_too_small", "metric_needs_true_val_labels", "metric_needs_cl",
+    "metric_without_val_split", "default_metric_without_val_split", "metric_without_test_labels",
+    "mode_against_metric", "metric_not_selectable", "space_searches_data", "given_labels_missing",
+    "true_labels_missing", "given_cl_out_of_range", "given_mask_all_ones", "given_row_without_cl",
+    "given_length_mismatch", "resume_missing_search",
     "resume_corrupt_state", "resume_tampered_name", "cluster_yaml_schema",
 ]
 

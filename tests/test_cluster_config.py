@@ -214,7 +214,7 @@ def test_shipped_commands_are_valid_bash(name):
 
 def test_tracking_uri_defaults_to_the_environment(monkeypatch, tmp_path):
     """The cluster's nodes export MLFLOW_TRACKING_URI; `mixtune search` uses it unless told otherwise."""
-    from tuner.search import default_tracking_uri
+    from tuner.settings import default_tracking_uri
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://10.0.0.10:5000")
     assert default_tracking_uri() == "http://10.0.0.10:5000"

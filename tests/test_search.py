@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 
 from trainables.core.config import TrainConfig
 from tuner.cli import main
-from tuner.search import SearchSettings
+from tuner.settings import SearchSettings
 
 pytestmark = pytest.mark.slow
 

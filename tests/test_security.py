@@ -15,7 +15,7 @@ import torch
 
 os.environ["RAY_AUTH_MODE"] = "disabled"
 
-from tuner import search, tracking  # noqa: E402
+from tuner import assembly, execute, settings as search_settings, tracking  # noqa: E402
 from tuner.errors import UserError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def test_ray_starts_without_dashboard(monkeypatch):
     seen = {}
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kw: seen.update(kw))
-    search.start_ray(search.SearchSettings(name="x", space="icm", base={}, num_cpus=1))
+    assembly.start_ray(search_settings.SearchSettings(name="x", space="icm", base={}, num_cpus=1))
     assert seen["include_dashboard"] is False
     assert "dashboard_host" not in seen  # never 0.0.0.0
 
@@ -82,9 +82,10 @@ def test_ray_starts_without_dashboard(monkeypatch):
 def test_printed_mlflow_ui_binds_loopback(capsys, tmp_path):
     from tuner.summary_text import print_outcome
 
-    settings = search.SearchSettings(name="x", space="icm", base={}, results_dir=str(tmp_path),
-                                     tracking_uri="sqlite:////tmp/m.db")
-    print_outcome(settings, search.SearchOutcome(folder=tmp_path, best=None, trials=[], seconds=1.0))
+    settings = search_settings.SearchSettings(name="x", space="icm", base={"labels": "complementary"},
+                                              results_dir=str(tmp_path), tracking_uri="sqlite:////tmp/m.db",
+                                              metric="val_scel", mode="min")
+    print_outcome(settings, execute.SearchOutcome(folder=tmp_path, best=None, trials=[], seconds=1.0))
     out = capsys.readouterr().out
     assert "--host 127.0.0.1" in out and "0.0.0.0" not in out
 
@@ -113,11 +114,11 @@ def test_search_params_carry_no_credentials(tmp_path):
         def set_tag(self, run_id, key, value):
             logged[key] = value
 
-    settings = search.SearchSettings(
-        name="x", space="icm", base={"epochs": 2}, results_dir=str(tmp_path), parent_run_id="r",
+    settings = search_settings.SearchSettings(
+        name="x", space="icm", base={"epochs": 2, "labels": "complementary"}, metric="val_scel", mode="min", results_dir=str(tmp_path), parent_run_id="r",
         address="ray://carol:tok@head:10001", storage_path="s3://AKIA:s3cret@bucket/runs",
         tracking_uri="http://alice:pw@host:5000")
-    search.log_search_params(Client(), settings)
+    execute.log_search_params(Client(), settings)
     blob = repr(logged)
     assert "tok" not in blob and "s3cret" not in blob and "alice" not in blob and "pw@" not in blob
     assert logged["search.address"] == "ray://head:10001"
@@ -126,24 +127,24 @@ def test_search_params_carry_no_credentials(tmp_path):
 @pytest.mark.parametrize("name", ["../../etc", "..", "a/b", "/abs", "", ".hidden", "x" * 201, "a\nb"])
 def test_search_names_cannot_escape_the_results_folder(name):
     with pytest.raises(UserError, match="search name"):
-        search.check_name(name)
+        search_settings.check_name(name)
 
 
 @pytest.mark.parametrize("name", ["icm-digits-complementary-20260101-120000", "run_1", "a.b+c=d"])
 def test_ordinary_search_names_pass(name):
-    search.check_name(name)
+    search_settings.check_name(name)
 
 
 def test_resume_rejects_a_state_file_that_points_elsewhere(tmp_path):
     """A tampered mixtune.json cannot redirect where resume writes."""
     folder = tmp_path / "results" / "mine"
     folder.mkdir(parents=True)
-    (folder / search.STATE_FILE).write_text('{"name": "other", "space": "icm", "base": {}}')
-    with pytest.raises(search.SearchError, match="names search 'other'"):
-        search.SearchSettings.load(folder)
-    (folder / search.STATE_FILE).write_text('{"name": "mine", "space": "icm", "base": {}, '
+    (folder / search_settings.STATE_FILE).write_text('{"name": "other", "space": "icm", "base": {}}')
+    with pytest.raises(search_settings.SearchError, match="names search 'other'"):
+        search_settings.SearchSettings.load(folder)
+    (folder / search_settings.STATE_FILE).write_text('{"name": "mine", "space": "icm", "base": {}, '
                                             '"results_dir": "/etc"}')
-    assert search.SearchSettings.load(folder).folder == folder.resolve()
+    assert search_settings.SearchSettings.load(folder).folder == folder.resolve()
 
 
 def test_same_config_and_seed_give_identical_metrics_on_cpu():

@@ -7,7 +7,8 @@ import yaml
 from search_spaces.presets import PRESETS, SpaceContext, get_preset
 from search_spaces.yaml_space import SpaceError, space_from_dict
 from trainables.core.config import TrainConfig
-from tuner.search import SearchSettings, dry_run, load_space_file
+from tuner.settings import SearchSettings
+from tuner.space import dry_run, load_space_file
 
 FIELDS = TrainConfig.__dataclass_fields__
 

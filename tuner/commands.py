@@ -1,4 +1,8 @@
-"""Search-side subcommands: search, resume, compare, export-best."""
+"""The subcommands: train, search, resume, compare, export-best (each parser and what it runs).
+
+Each command parses its flags, calls the function that does the work, and prints; errors a
+user can fix propagate as one-line exceptions for `cli.main` to print.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +10,26 @@ import argparse
 import os
 from pathlib import Path
 
+from tuner.flags import add_config_flags, config_from_args
+from tuner.settings import find_search
 
 
-def _search_ref(value: str, results_dir: str) -> Path:
-    """A search given as its folder or its name under the results folder."""
-    from tuner.cli import UserError
-    from tuner.search import STATE_FILE
+# ----------------------------------------------------------------------------- train
+def cmd_train(args: argparse.Namespace) -> int:
+    from tuner.train import train_and_save
 
-    for cand in (Path(value), Path(results_dir) / value):
-        if (cand / STATE_FILE).exists():
-            return cand.resolve()
-    raise UserError(f"no search {value!r} (looked for {STATE_FILE} in {value} and {Path(results_dir) / value})")
+    cfg = config_from_args(args)
+    out = train_and_save(cfg, Path(args.output) if args.output else None, quiet=args.quiet)
+    print(f"results: {out}")
+    return 0
 
 
 # ----------------------------------------------------------------------------- search
 def cmd_search(args: argparse.Namespace) -> int:
-    from tuner.cli import config_from_args
-    from tuner.search import SearchSettings, default_name, run_search
+    from tuner.execute import run_search
+    from tuner.settings import SearchSettings, default_name
+    from tuner.space import load_space_file
     from tuner.summary_text import print_outcome
-    from tuner.search import load_space_file
 
     base = config_from_args(args).to_dict()
     space_doc = None
@@ -61,11 +66,11 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from tuner.resume import resume_search
-    from tuner.search import SearchSettings
+    from tuner.execute import resume_search
+    from tuner.settings import SearchSettings
     from tuner.summary_text import print_outcome
 
-    folder = _search_ref(args.search, args.results_dir)
+    folder = find_search(args.search, args.results_dir)
     settings = SearchSettings.load(folder)
     outcome = resume_search(settings)
     print_outcome(settings, outcome)
@@ -76,7 +81,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from tuner.compare import compare
 
-    folder = _search_ref(args.search, args.results_dir)
+    folder = find_search(args.search, args.results_dir)
     print(compare(folder, tracking_uri=args.tracking_uri, method=args.method, sort=args.sort, top=args.top))
     return 0
 
@@ -84,7 +89,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_export_best(args: argparse.Namespace) -> int:
     from tuner.export import export_best
 
-    folder = _search_ref(args.search, args.results_dir)
+    folder = find_search(args.search, args.results_dir)
     cfg, source = export_best(folder, source=args.source, tracking_uri=args.tracking_uri)
     out = Path(args.output)
     cfg.to_yaml(out)
@@ -93,8 +98,13 @@ def cmd_export_best(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
-def add_search_commands(sub) -> None:
-    from tuner.cli import add_config_flags
+def add_commands(sub) -> None:
+    t = sub.add_parser("train", help="train one config and print per-epoch metrics")
+    t.add_argument("--config", help="YAML file of TrainConfig fields (flags override it)")
+    t.add_argument("--output", help="results folder (default: mixtune-results/train/<run name>)")
+    t.add_argument("--quiet", action="store_true", help="print only the final summary")
+    add_config_flags(t)
+    t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("search", help="run a hyperparameter search (Ray Tune + Optuna + ASHA, MLflow logging)")
     s.add_argument("--space", default="all",
@@ -105,8 +115,10 @@ def add_search_commands(sub) -> None:
                    help="trials at once (default: CPUs / cpus-per-trial)")
     s.add_argument("--cpus-per-trial", type=float, default=1.0)
     s.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions pack trials on a GPU (0.25: four)")
-    s.add_argument("--metric", default="test_acc")
-    s.add_argument("--mode", default="max", choices=["max", "min"])
+    s.add_argument("--metric", default=None,
+                   help="what to select on (default: val_scel for complementary labels, val_acc for ordinary;"
+                        " test_* read the test split's true labels and are taken only when named)")
+    s.add_argument("--mode", default=None, choices=["max", "min"], help="default: the metric's own direction")
     s.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs before a trial may be stopped")
     s.add_argument("--reduction-factor", type=int, default=3, help="ASHA: keep 1/factor at each rung")
     s.add_argument("--max-failures", type=int, default=0, help="retries of a failing trial")

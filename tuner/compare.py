@@ -6,10 +6,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from trainables.core.metric_table import METRICS
 from tuner import tracking
-from tuner.search import SearchSettings
-
-METRIC_COLUMNS = ("test_acc", "test_ece", "noise_rate", "pair_impurity", "epoch")
+from tuner.selection import metric_columns
+from tuner.settings import SearchError, SearchSettings
 
 
 def search_trial_runs(settings: SearchSettings, tracking_uri: str | None = None) -> list:
@@ -48,27 +48,33 @@ def table(rows: list[list[str]]) -> str:
 def compare(folder: Path, tracking_uri: str | None = None, method: str | None = None, sort: str | None = None,
             top: int = 10) -> str:
     settings = SearchSettings.load(folder)
+    sort = sort or settings.metric
+    if sort not in METRICS or not METRICS[sort].mode:
+        raise SearchError(f"--sort {sort!r} is not a metric; use one of "
+                          f"{', '.join(m for m, s in METRICS.items() if s.mode)}")
     runs = search_trial_runs(settings, tracking_uri)
     if method:
         runs = [r for r in runs if r.data.tags.get("method") == method]
-    sort = sort or settings.metric
-    reverse = settings.mode == "max" if sort == settings.metric else sort != "test_ece"
+    sign = -1.0 if METRICS[sort].mode == "max" else 1.0  # the best first, trials without the metric last
 
     def key(r):
         v = r.data.metrics.get(sort)
-        return (v is not None and not math.isnan(v), v if v is not None else 0.0)
+        ok = v is not None and not math.isnan(v)
+        return (not ok, sign * v if ok else 0.0)
 
-    runs.sort(key=key, reverse=reverse)
+    runs.sort(key=key)
     searched = sorted({p for r in runs for p in r.data.tags.get("mixtune.searched_params", "").split(",") if p})
-    header = ["trial", "state", *searched, *METRIC_COLUMNS]
+    # the selection metric first, then the others any trial reported (a metric no trial has is no column)
+    columns = [m for m in metric_columns(settings.metric) if any(m in r.data.metrics for r in runs)]
+    header = ["trial", "state", *searched, *columns]
     rows = [header]
     for r in runs[:top]:
         rows.append([r.data.tags.get(tracking.TRIAL_TAG, r.info.run_id[:8]), r.data.tags.get("state", r.info.status)]
                     + [_param(r.data.params.get(p, "-")) for p in searched]
-                    + [_fmt(r.data.metrics.get(m)) for m in METRIC_COLUMNS])
+                    + [_fmt(r.data.metrics.get(m)) for m in columns])
     uri = tracking.redact_uri(tracking_uri or settings.tracking_uri)
     shown = f"{min(top, len(runs))} of {len(runs)} trials" + (f" with method={method}" if method else "")
-    foot = f"\n{shown} of search {settings.name}, sorted by {sort}.\n"
+    foot = f"\n{shown} of search {settings.name}, sorted by {sort} (best first); the search selects on {settings.metric}.\n"
     if uri.startswith(("sqlite:", "file:", "postgresql:", "mysql:")):
         foot += f"Open them in the MLflow UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1"
     else:

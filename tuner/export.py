@@ -7,7 +7,8 @@ from typing import Any
 
 from trainables.core.config import TrainConfig, field_types
 from tuner.errors import UserError
-from tuner.search import BEST_FILE, SearchSettings, pick_best
+from tuner.selection import pick_best
+from tuner.settings import BEST_FILE, SearchSettings
 
 
 def parse_param(value: str, typ: type) -> Any:

@@ -7,6 +7,8 @@ from typing import Any, Callable
 
 from ray import tune
 
+from tuner.selection import with_test
+
 SHOWN = ("method", "k", "K", "alpha", "mix_level", "contrastive_weight", "loss", "lr")
 
 
@@ -20,27 +22,27 @@ def describe(config: dict[str, Any]) -> str:
 
 
 class Progress(tune.Callback):
-    """Prints `[done/total, running] trial: metric — best so far (its params)` lines."""
+    """Prints `[done/total, running] trial: metric (test_acc) — best so far (its test_acc, params)` lines."""
 
     def __init__(self, metric: str, mode: str, total: int, echo: Callable[[str], None] = print):
         self.metric, self.mode, self.total, self.echo = metric, mode, total, echo
-        self.best: tuple[float, str] | None = None
+        self.best: tuple[float, str, str] | None = None  # value, "metric v (test_acc t)", params
 
     def _line(self, trials, trial, what: str) -> None:
         # the hook runs before Tune updates the trial's status: count it as done already
         done = sum(t.status in ("TERMINATED", "ERROR") or t is trial for t in trials)
         running = sum(t.status == "RUNNING" and t is not trial for t in trials)
         self.echo(f"[{done}/{self.total} done, {running} running] {trial.trial_id} {what}"
-                  + (f"  | best {self.metric} {self.best[0]:.4f} ({self.best[1]})" if self.best else ""))
+                  + (f"  | best {self.best[1]}: {self.best[2]}" if self.best else ""))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        value = (trial.last_result or {}).get(self.metric)
-        epoch = (trial.last_result or {}).get("epoch")
+        last = trial.last_result or {}
+        value = last.get(self.metric)
         if isinstance(value, (int, float)) and math.isfinite(value):
             better = self.best is None or (value > self.best[0] if self.mode == "max" else value < self.best[0])
             if better:
-                self.best = (value, describe(trial.config))
-            self._line(trials, trial, f"{self.metric} {value:.4f} after {epoch} epochs")
+                self.best = (value, with_test(last, self.metric), describe(trial.config))
+            self._line(trials, trial, f"{with_test(last, self.metric)} after {last.get('epoch')} epochs")
         else:
             self._line(trials, trial, "finished without a metric")
 

@@ -1,13 +1,30 @@
-"""The parent run's summary: best result, best config, plots and the best model."""
+"""A finished search's summary: its trials as rows, and the parent run's best result, plots and model."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 
+from trainables.core.metric_table import METRICS
 from tuner import plots
-from tuner.search import SEARCHABLE_METRICS
+
+
+def trial_rows(results) -> list[dict[str, Any]]:
+    """Ray's ResultGrid as plain rows: trial id, searched config, last metrics, error, checkpoint."""
+    rows = []
+    for r in results:
+        m = r.metrics or {}
+        rows.append({
+            "trial_id": m.get("trial_id") or Path(r.path).name,
+            "config": dict(r.config or {}),
+            "metrics": {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+            "error": None if r.error is None else str(r.error).strip().splitlines()[-1][:500],
+            "checkpoint": r.checkpoint,
+            "path": r.path,
+        })
+    return rows
 
 
 def log_summary(client, settings, rows: list[dict[str, Any]], best: dict[str, Any] | None, seconds: float) -> None:
@@ -23,7 +40,7 @@ def log_summary(client, settings, rows: list[dict[str, Any]], best: dict[str, An
     if best is not None:
         metrics.append(Metric(f"best_{metric}", best["metrics"][metric], now, 0))
         for k, v in best["metrics"].items():
-            if k in SEARCHABLE_METRICS:
+            if k in METRICS and METRICS[k].mode:
                 metrics.append(Metric(f"best.{k}", float(v), now, 0))
         searched = {k: v for k, v in best["config"].items()}
         client.log_batch(run_id, metrics=metrics,
@@ -32,6 +49,7 @@ def log_summary(client, settings, rows: list[dict[str, Any]], best: dict[str, An
         client.set_tag(run_id, "best_trial_id", best["trial_id"])
     else:
         client.log_batch(run_id, metrics=metrics)
+    client.set_tag(run_id, "selection_metric", metric)
     _figures(client, run_id, rows, values, settings)
     if best is not None and best.get("checkpoint") is not None:
         log_model(settings, best)

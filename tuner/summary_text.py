@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tuner.progress import describe
+from tuner.selection import describe_selection, with_test
 
 
 def print_outcome(settings, outcome) -> None:
@@ -11,9 +12,9 @@ def print_outcome(settings, outcome) -> None:
     ok = sum(r["error"] is None for r in outcome.trials)
     n = len(outcome.trials)
     print(f"\nsearch {settings.name} finished: {n} trials ({n - ok} failed) in {outcome.seconds:.1f}s")
+    print(f"the search {describe_selection(settings)}")
     if outcome.best is not None:
-        m = outcome.best["metrics"]
-        print(f"best {settings.metric} {m[settings.metric]:.4f}: {describe(outcome.best['config'])}")
+        print(f"best {with_test(outcome.best['metrics'], settings.metric)}: {describe(outcome.best['config'])}")
     print(f"results:      {outcome.folder}")
     print(f"best config:  {outcome.folder / 'best_config.yaml'}  (retrain: mixtune train --config <it>)")
     print(f"compare:      mixtune compare {outcome.folder}")

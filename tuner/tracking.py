@@ -22,6 +22,7 @@ from ray import tune
 
 from trainables.core.config import TrainConfig
 from tuner.errors import UserError
+from tuner.settings import SearchSettings
 
 # MLflow's HTTP client retries for minutes by default; a search should fail fast instead
 FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
@@ -153,7 +154,7 @@ def error_of(trial_id: str) -> str:
     return _trial_error(trial) if trial is not None else "unknown error"
 
 
-def trial_runs(mlflow_client, settings, status: str | None = None) -> list:
+def trial_runs(mlflow_client, settings: SearchSettings, status: str | None = None) -> list:
     """Every (not deleted) nested run of a search, optionally only those in one status."""
     query = f"tags.`{SEARCH_TAG}` = '{settings.name}' and tags.`{ROLE_TAG}` = 'trial'"
     if status:
@@ -168,7 +169,7 @@ def trial_runs(mlflow_client, settings, status: str | None = None) -> list:
             return runs
 
 
-def close_runs(mlflow_client, settings, status: str, state: str) -> int:
+def close_runs(mlflow_client, settings: SearchSettings, status: str, state: str) -> int:
     """Set every nested run of the search still RUNNING to `status` (tag state=`state`)."""
     runs = trial_runs(mlflow_client, settings, status="RUNNING")
     for run in runs:
@@ -180,13 +181,8 @@ def close_runs(mlflow_client, settings, status: str, state: str) -> int:
 class MLflowTrials(tune.Callback):
     """Tune callback: nested MLflow run per trial under the search's parent run."""
 
-    def __init__(self, tracking_uri: str, parent_run_id: str, experiment_id: str, base: dict[str, Any],
-                 search_name: str):
-        self.tracking_uri = tracking_uri
-        self.parent_run_id = parent_run_id
-        self.experiment_id = experiment_id
-        self.base = base
-        self.search_name = search_name
+    def __init__(self, settings):
+        self.settings = settings  # a SearchSettings: store, parent run, experiment, base config, metric
         self._client = None
         self._runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
         self._logged: dict[str, int] = {}  # run id -> last step logged before a resume
@@ -201,7 +197,7 @@ class MLflowTrials(tune.Callback):
     @property
     def client(self):
         if self._client is None:
-            self._client = client(self.tracking_uri)
+            self._client = client(self.settings.tracking_uri)
         return self._client
 
     # ------------------------------------------------------------------ helpers
@@ -209,9 +205,10 @@ class MLflowTrials(tune.Callback):
         """The trial's nested run: remembered, found by tag (after a resume) or created."""
         if trial.trial_id in self._runs:
             return self._runs[trial.trial_id]
+        s = self.settings
         found = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{TRIAL_TAG}` = '{trial.trial_id}' and tags.`{SEARCH_TAG}` = '{self.search_name}'",
+            [s.experiment_id],
+            filter_string=f"tags.`{TRIAL_TAG}` = '{trial.trial_id}' and tags.`{SEARCH_TAG}` = '{s.name}'",
             max_results=1,
         )
         if found:
@@ -225,16 +222,16 @@ class MLflowTrials(tune.Callback):
             from trainables.trainable import trial_config
 
             cpus = trial.placement_group_factory.required_resources.get("CPU", 1)
-            cfg = trial_config(self.base, trial.config, cpus)  # the config the trial runs
+            cfg = trial_config(s.base, trial.config, cpus)  # the config the trial runs
             from mlflow.entities import RunTag
 
             run = self.client.create_run(
-                self.experiment_id,
+                s.experiment_id,
                 run_name=f"{trial.trial_id}",
                 tags={
-                    "mlflow.parentRunId": self.parent_run_id,
+                    "mlflow.parentRunId": s.parent_run_id,
                     TRIAL_TAG: trial.trial_id,
-                    SEARCH_TAG: self.search_name,
+                    SEARCH_TAG: s.name,
                     ROLE_TAG: "trial",
                     "method": cfg.method,
                     "dataset": cfg.dataset,
@@ -278,7 +275,7 @@ class MLflowTrials(tune.Callback):
         if error:
             tags.append(RunTag("error", error[:5000]))
         last = trial.last_result or {}
-        epochs = self.base.get("epochs")
+        epochs = self.settings.epochs
         if status == "FINISHED" and epochs and last.get("epoch", epochs) < epochs:
             tags = [RunTag("state", "STOPPED_EARLY")]
         self.client.log_batch(run_id, tags=tags)
@@ -311,7 +308,8 @@ class MLflowTrials(tune.Callback):
     def _learning_curve(self, run_id: str) -> None:
         from tuner.plots import learning_curve
 
-        history = {k: self.client.get_metric_history(run_id, k) for k in ("train_loss", "test_acc")}
+        shown = dict.fromkeys(("train_loss", self.settings.metric, "test_acc"))  # ordered, no repeats
+        history = {k: self.client.get_metric_history(run_id, k) for k in shown}
         series = {k: [(m.step, m.value) for m in v] for k, v in history.items() if v}
         if series:
             fig = learning_curve(series)

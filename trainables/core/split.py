@@ -21,6 +21,7 @@ Validation rows never enter training, clustering or the cluster cache key (which
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -86,12 +87,13 @@ def split_rows(cfg: TrainConfig, dataset: Dataset) -> tuple[Tensor, Tensor]:
 def split_and_label(cfg: TrainConfig, dataset: Dataset) -> LabelledSplit:
     """The training and validation rows of `cfg`, with their labels and Q (all CPU tensors)."""
     C = dataset.num_classes
+    where = Path(cfg.data_dir).name if cfg.data_dir else dataset.name
     train_index, val_index = split_rows(cfg, dataset)
     _, labels_gen = _generators(cfg.data_seed)
     y = dataset.y_train
     if cfg.labels == "given":
         if dataset.cl_train is None:
-            raise DataError(f"labels=given, but {dataset.name} carries no complementary labels (cl_train)")
+            raise DataError(f"labels=given, but {where} carries no complementary labels (cl_train)")
         targets_of = dataset.cl_train
         if dataset.cl_transition is not None:
             Q, source = dataset.cl_transition.float(), "given"
@@ -99,7 +101,7 @@ def split_and_label(cfg: TrainConfig, dataset: Dataset) -> LabelledSplit:
             Q, source = estimate_transition(dataset.cl_train[train_index]), "estimated"
     else:
         if y is None:
-            raise DataError(f"labels={cfg.labels} needs true training labels (y_train), which {dataset.name} lacks;"
+            raise DataError(f"labels={cfg.labels} needs true training labels (y_train), which {where} lacks;"
                             " use labels=given for its complementary labels")
         Q, source = None, None
         if cfg.labels == "ordinary":

@@ -1,0 +1,103 @@
+"""Assembling a search's Tuner: the Ray runtime, the trainable, TPE, ASHA, the callbacks."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable
+
+from trainables.core.data import Dataset
+from tuner.settings import SearchError, SearchSettings
+
+
+def quiet_logs() -> None:
+    """No wall of Ray/MLflow logs: mixtune prints its own one-line-per-trial progress."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    for name in ("mlflow", "alembic", "ray", "ray.tune", "optuna", "torch._export"):
+        logging.getLogger(name).setLevel(logging.WARNING if name != "ray.tune" else logging.ERROR)
+    # a failed trial is one progress line (its traceback is in the trial's error.txt and its MLflow
+    # run), not a traceback on the console plus "Trials did not complete" at the end
+    for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def trial_dirname(trial) -> str:
+    """Short trial folder names (Ray's default repeats every parameter value)."""
+    return f"trial_{trial.trial_id}"
+
+
+def start_ray(settings: SearchSettings) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = dict(
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+        configure_logging=True,
+        include_dashboard=False,
+    )
+    if settings.address:
+        try:
+            ray.init(address=settings.address, **kwargs)
+        except Exception as e:
+            raise SearchError(f"cannot join Ray at {settings.address}: {str(e).splitlines()[0]}") from None
+    else:
+        # a local runtime prestarts its workers at init: let them import torch and the core
+        # now, while the driver sets the search up, not inside their first trial (seconds per
+        # worker; bench/ray_overhead.py). A cluster starts workers on demand, where the hook
+        # would only move that time into actor start.
+        ray.init(
+            num_cpus=settings.num_cpus,
+            runtime_env={"worker_process_setup_hook": "trainables.trainable.warm_worker"},
+            **kwargs,
+        )
+
+
+def make_trainable(settings: SearchSettings, dataset: Dataset):
+    from ray import tune
+
+    from trainables.trainable import SharedDataset, train_trial
+
+    resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
+    fn = tune.with_parameters(
+        train_trial, dataset=SharedDataset(dataset), base=settings.base, checkpoint_every=settings.checkpoint_every
+    )
+    return tune.with_resources(fn, resources)
+
+
+def make_tuner(settings: SearchSettings, space: Callable, dataset: Dataset, callbacks: list):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from tuner.searcher import make_searcher
+
+    epochs = settings.epochs
+    scheduler = ASHAScheduler(
+        time_attr="epoch",
+        max_t=epochs,
+        grace_period=min(settings.grace_period, epochs),
+        reduction_factor=settings.reduction_factor,
+    )
+    return tune.Tuner(
+        make_trainable(settings, dataset),
+        tune_config=tune.TuneConfig(
+            metric=settings.metric,
+            mode=settings.mode,
+            search_alg=make_searcher(settings, space),
+            scheduler=scheduler,
+            num_samples=settings.num_samples,
+            max_concurrent_trials=settings.max_concurrent,
+            reuse_actors=True,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=settings.name,
+            storage_path=settings.ray_storage,
+            callbacks=callbacks,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+            verbose=0,
+        ),
+    )

@@ -1,0 +1,105 @@
+"""Everything a user can get wrong about a search, checked before anything is written.
+
+`check_search` validates the settings, the tracking URI, the folders, the Ray address, the
+data (loaded here: its files, its labels, the validation split's size) and the space (a dry
+run), and resolves the metric. Only after it returns does a search create its folder, open
+its MLflow parent run or start Ray, so a bad input leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from trainables.core.clustering import default_cache_dir
+from trainables.core.config import TrainConfig
+from trainables.core.data import Dataset, load_dataset
+from trainables.core.split import split_and_label
+from tuner.selection import resolve_metric
+from tuner.settings import SearchError, SearchSettings, check_name, default_tracking_uri
+from tuner.space import build_space
+
+
+@dataclass
+class CheckedSearch:
+    """What the checks produce: the settings completed, the dataset, the space, and a note to print."""
+
+    settings: SearchSettings
+    dataset: Dataset
+    space: Callable
+    note: str | None  # set when the metric reads true labels
+
+
+def check_results_dir(path: Path, what: str = "results folder") -> None:
+    """The folder (or its nearest existing parent) must be a writable folder."""
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        why = "is a file" if not probe.is_dir() else "is not writable"
+        raise SearchError(f"{what} {path} is not writable ({probe} {why})")
+
+
+def check_storage_path(storage: str) -> None:
+    scheme = urllib.parse.urlsplit(storage).scheme
+    if scheme and scheme != "file" and len(scheme) > 1:
+        return  # s3://, gs://, ...: Ray's pyarrow filesystem reports its own errors
+    check_results_dir(Path(storage[7:] if storage.startswith("file://") else storage), "storage path")
+
+
+def check_ray_address(address: str | None, timeout: float = 5.0) -> None:
+    """A host:port or ray://host:port address must accept connections."""
+    if not address or address in ("auto", "local"):
+        return
+    parts = urllib.parse.urlsplit(address if "://" in address else f"tcp://{address}")
+    if not parts.hostname or not parts.port:
+        raise SearchError(f"Ray address {address!r} is not auto, host:port or ray://host:port")
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=timeout):
+            pass
+    except OSError as e:
+        raise SearchError(f"Ray address {address} is unreachable ({e.strerror or e})") from None
+
+
+def check_numbers(settings: SearchSettings) -> None:
+    for name, low in (("num_samples", 1), ("max_concurrent", 1), ("grace_period", 1), ("reduction_factor", 2),
+                      ("checkpoint_every", 1)):
+        if getattr(settings, name) < low:
+            raise SearchError(f"{name}={getattr(settings, name)} must be >= {low}")
+    if settings.cpus_per_trial <= 0 or settings.gpus_per_trial < 0 or settings.max_failures < 0:
+        raise SearchError("cpus_per_trial must be > 0, gpus_per_trial and max_failures >= 0")
+    if settings.mode not in (None, "max", "min"):
+        raise SearchError(f"mode must be max or min, not {settings.mode!r}")
+
+
+def check_search(settings: SearchSettings) -> CheckedSearch:
+    """Every check that needs no side effect; completes `settings` (metric, mode, cache, URI)."""
+    base = TrainConfig.from_dict(settings.base, source="search config")
+    if base.cache_dir is None:
+        # trials must share one clustering cache: make it explicit (and absolute) for workers
+        base = base.replace(cache_dir=str(default_cache_dir().resolve()))
+    settings.base = base.to_dict()
+    check_name(settings.name)
+    if base.device.startswith("cuda") and settings.gpus_per_trial <= 0:
+        raise SearchError(f"device={base.device} needs --gpus-per-trial > 0: Ray hides GPUs from trials without one")
+    check_numbers(settings)
+    from tuner.tracking import check_tracking_uri
+
+    settings.tracking_uri = settings.tracking_uri or default_tracking_uri()
+    check_tracking_uri(settings.tracking_uri)
+    check_results_dir(settings.folder)
+    check_storage_path(settings.ray_storage)
+    check_ray_address(settings.address)
+    dataset = load_dataset(base)
+    # the labels this config asks for exist, and the validation split is large enough
+    train_rows = split_and_label(base, dataset).train_index
+    settings.metric, settings.mode, note = resolve_metric(
+        settings.metric, settings.mode, base.labels, val=base.val_fraction > 0, test=dataset.has_test,
+        train_labels=dataset.y_train is not None,
+    )
+    space = build_space(settings, n_train=len(train_rows), num_classes=dataset.num_classes)
+    return CheckedSearch(settings, dataset, space, note)
