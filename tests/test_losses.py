@@ -86,37 +86,120 @@ def test_fwd_hand(Q):
     assert fwd(t(Z), t(T_CL), t(Q)).item() == approx(sum(per) / 2)
 
 
-def hand_partial_risks(Z, T, Q=None):
-    """R_k = mean_i w_ik * (-log p_ik), w = t Q^-1 (uniform: w_ik = sum t_i - (C-1) t_ik)."""
+def hand_partial_risks(Z, T, Q=None, ccp=None):
+    """Ishida et al. 2019's partial risks as takashiishida/comp computes them, by loops.
+
+    For each complementary class j present in the batch, the mean over its examples (soft
+    rows weight example i by t_ij) of Qinv[j, k] * l_ik, weighted by the CL prior ccp_j;
+    R_k sums those over j. Uniform Q: Qinv = J - (C-1) I. Default ccp: Q's column means
+    (1/C for uniform Q). An absent class contributes nothing.
+    """
     C = len(Z[0])
-    T = np.array(T, dtype=np.float64)
-    W = T.sum(1, keepdims=True) - (C - 1) * T if Q is None else T @ np.linalg.inv(np.array(Q, dtype=np.float64))
-    L = np.array([[-math.log(pc_) for pc_ in softmax(zr)] for zr in Z])
-    return (W * L).mean(0)
+    Qinv = np.ones((C, C)) - (C - 1) * np.eye(C) if Q is None else np.linalg.inv(np.array(Q, dtype=np.float64))
+    if ccp is None:
+        ccp = [1.0 / C] * C if Q is None else list(np.array(Q, dtype=np.float64).mean(0))
+    L = [[-math.log(pc_) for pc_ in softmax(zr)] for zr in Z]
+    R = [0.0] * C
+    for j in range(C):
+        n_j = sum(row[j] for row in T)
+        if n_j == 0:
+            continue
+        for k in range(C):
+            mean_jk = sum(T[i][j] * Qinv[j][k] * L[i][k] for i in range(len(Z))) / n_j
+            R[k] += ccp[j] * mean_jk
+    return np.array(R)
 
 
-def test_ure_hand_and_sum_is_the_paper_estimator():
+def test_ure_hand_prior_weighted_group_means():
     R = hand_partial_risks(Z, T_CL)
-    # Ishida et al. 2019 per example: -(C-1) l(ybar) + sum_j l(j), ybar soft -> sum_c t_c l(c)
-    per = []
-    for zr, tr in zip(Z, T_CL):
-        ls = [-math.log(pc_) for pc_ in softmax(zr)]
-        per.append(-2 * sum(tc * lc for tc, lc in zip(tr, ls)) + sum(ls))
-    assert R.sum() == approx(sum(per) / 2)
+    # written out for the 2x3 example (C = 3, ccp = 1/3, Qinv = J - 2I): group 0 = example 0
+    # (weight 1), group 1 = example 1 (0.6), group 2 = example 1 (0.4)
+    L = [[-math.log(pc_) for pc_ in softmax(zr)] for zr in Z]
+    by_hand = [
+        (-L[0][0] + L[1][0] + L[1][0]) / 3,  # j=0: -l_00; j=1,2: +l_10 (each group's mean is example 1's)
+        (L[0][1] - L[1][1] + L[1][1]) / 3,
+        (L[0][2] + L[1][2] - L[1][2]) / 3,
+    ]
+    assert R.tolist() == [approx(v) for v in by_hand]
     got = ure_partial_risks(t(Z), t(T_CL))
     assert got.tolist() == [approx(r) for r in R]
     # uniform Q given == Q=None (libcll's TNN with the uniform matrix is NN)
     assert ure_partial_risks(t(Z), t(T_CL), t(Q_UNI)).tolist() == [approx(r) for r in R]
     assert ure_tnn(t(Z), t(T_CL)).item() == approx(np.maximum(R, 0).sum())
-    assert R.min() < 0  # this example takes URE-GA's ascent branch (R_1 < 0)
-    ga = -np.minimum(R, 0).sum()
-    assert ure_ga(t(Z), t(T_CL)).item() == approx(ga)
+    assert R.min() >= 0  # prior weights: URE-GA's descent branch, the full estimate
+    assert ure_ga(t(Z), t(T_CL)).item() == approx(R.sum())
+
+
+def test_ure_with_batch_shares_as_priors_is_the_per_example_paper_estimator():
+    # ccp_j = n_j / B turns the group means back into the plain batch mean of Ishida's
+    # per-example estimator -(K-1) l(ybar) + sum_j l(j) (the previous, wrong, weighting)
+    shares = [sum(row[j] for row in T_CL) / 2 for j in range(3)]
+    R = hand_partial_risks(Z, T_CL, ccp=shares)
+    per = []
+    for zr, tr in zip(Z, T_CL):
+        ls = [-math.log(pc_) for pc_ in softmax(zr)]
+        per.append(-2 * sum(tc * lc for tc, lc in zip(tr, ls)) + sum(ls))
+    assert R.sum() == approx(sum(per) / 2)
+    assert R.min() < 0  # batch shares put this example on the ascent branch (R_0 < 0)
+    assert ure_partial_risks(t(Z), t(T_CL), ccp=t(shares)).tolist() == [approx(r) for r in R]
+    assert ure_ga(t(Z), t(T_CL), None, ccp=t(shares)).item() == approx(-np.minimum(R, 0).sum())
+
+
+def test_ure_matches_a_port_of_ishidas_loop():
+    # takashiishida/comp utils_algo.non_negative_loss, loss_vector, on a random batch
+    g = np.random.default_rng(0)
+    B, K = 40, 5
+    z = g.normal(size=(B, K)) * 2
+    cl = g.integers(0, K, B)
+    cl[cl == 3] = 2  # class 3 absent from the batch
+    ccp = g.dirichlet(np.ones(K))
+    neglog = -(z - np.log(np.exp(z).sum(1, keepdims=True)))
+    loss_vector, temp = np.zeros(K), np.zeros(K)
+    for k in range(K):
+        idx = cl == k
+        if idx.sum() > 0:
+            m = neglog[idx].mean(0)
+            temp[k] = -(K - 1) * ccp[k] * m[k]
+            loss_vector = loss_vector + ccp[k] * m
+    loss_vector = loss_vector + temp
+    target = F.one_hot(torch.from_numpy(cl), K).float()
+    got = ure_partial_risks(torch.tensor(z, dtype=torch.float32), target, ccp=torch.tensor(ccp))
+    assert np.allclose(got.numpy(), loss_vector, atol=1e-4)
+
+
+def test_ure_sign_does_not_follow_the_batch_composition():
+    # The root cause of URE-GA learning below chance: at uniform predictions every partial
+    # risk is (1 - (C-1) ccp_k) log C = log(C) / C > 0 with prior weights, whatever the
+    # batch; with batch shares it was (1 - (C-1) n_k / B) log C, negative for an
+    # over-represented CL (here CL 0 is 3 of 6 rows) -> the ascent branch at initialisation.
+    C = 4
+    z = torch.zeros(6, C, requires_grad=True)
+    cl = F.one_hot(torch.tensor([0, 0, 0, 1, 2, 3]), C).float()
+    R = ure_partial_risks(z, cl)
+    assert R.tolist() == [approx(math.log(C) / C)] * C
+    assert ure_ga(z, cl).item() == approx(math.log(C))  # descent branch: the full estimate
+    shares = cl.mean(0)
+    assert ure_partial_risks(z, cl, ccp=shares)[0].item() == approx((1 - (C - 1) * 0.5) * math.log(C))
+
+
+def test_ure_absent_class_contributes_nothing_and_gradients_stay_finite():
+    z = torch.tensor([[0.5, -1.0, 2.0], [1.0, 0.0, -0.5]], requires_grad=True)
+    cl = t([[1.0, 0, 0], [1.0, 0, 0]])  # classes 1 and 2 never the CL here
+    R = ure_partial_risks(z, cl)
+    assert R.tolist() == [approx(r) for r in hand_partial_risks(z.tolist(), cl.tolist())]
+    ure_tnn(z, cl).backward()
+    assert torch.isfinite(z.grad).all()
 
 
 def test_ure_biased_q_hand():
-    R = hand_partial_risks(Z, T_CL, Q_BIAS)
+    R = hand_partial_risks(Z, T_CL, Q_BIAS)  # default ccp: Q_BIAS's column means
     assert ure_partial_risks(t(Z), t(T_CL), t(Q_BIAS)).tolist() == [approx(r) for r in R]
     assert ure_tnn(t(Z), t(T_CL), t(Q_BIAS)).item() == approx(np.maximum(R, 0).sum())
+    ccp = [0.2, 0.5, 0.3]
+    R2 = hand_partial_risks(Z, T_CL, Q_BIAS, ccp)
+    assert ure_partial_risks(t(Z), t(T_CL), t(Q_BIAS), ccp=t(ccp)).tolist() == [approx(r) for r in R2]
+    with pytest.raises(ValueError, match="ccp has shape"):
+        ure_partial_risks(t(Z), t(T_CL), None, ccp=torch.ones(4))
 
 
 def test_pc_hand():
@@ -219,7 +302,7 @@ def test_ure_ga_equals_sum_when_all_partial_risks_non_negative():
 
 def test_ure_ga_ascends_a_negative_partial_risk():
     # Example 0 has CL 0 and a tiny p_0 (large l_00, weight -(C-1)+1 = -1); example 1
-    # predicts class 0 well (small l_10, weight 1): R_0 = (-l_00 + l_10) / 2 < 0.
+    # predicts class 0 well (small l_10, weight 1): R_0 = ccp_0 (-l_00 + l_10) = (-l_00 + l_10) / 3 < 0.
     z = torch.tensor([[-5.0, 0.0, 0.0], [2.0, 0.0, 0.0]], requires_grad=True)
     cl = t([[1.0, 0, 0], [0, 1.0, 0]])
     R_hand = hand_partial_risks(z.tolist(), cl.tolist())

@@ -12,10 +12,13 @@ composes with any loss:
 Mixing builds convex combinations of target rows, so a loss that is linear in the target
 row equals, per example, the lambda-weighted mix of the losses on the two unmixed targets.
 ce, scl_nl, scl_exp, fwd and pc are linear in the target; ure_ga and ure_tnn are not (their
-per-class correction acts on batch-level partial risks).
+per-class correction acts on batch-level partial risks, each a prior-weighted mean over the
+batch's examples with one complementary label).
 
 `Q[i, j] = P(complementary label j | true label i)`. Only fwd requires it; the URE losses use
-it when given and fall back to the uniform matrix when it is None; the others ignore it.
+it when given and fall back to the uniform matrix when it is None (they also take an
+optional `ccp=`, the complementary-label prior, defaulting to Q's column means); the others
+ignore it.
 
 All losses compute in float32 with autocast off: fit runs the model under bf16 autocast on
 GPUs, and logs, exps and matmuls of probabilities lose too much in bf16.
@@ -125,37 +128,83 @@ def fwd(logits: Tensor, target: Tensor, Q: Tensor | None) -> Tensor:
     return -(target * log_q).sum(1).mean()
 
 
+def _ure_ccp(Q: Tensor | None, logits: Tensor, ccp: Tensor | None) -> Tensor:
+    """(C,) prior of the complementary labels, P(cl = k): `ccp` if given, else Q's column means."""
+    C = logits.shape[1]
+    if ccp is not None:
+        if ccp.shape != (C,):
+            raise ValueError(f"ure: ccp has shape {tuple(ccp.shape)}, expected ({C},)")
+        return ccp.to(device=logits.device, dtype=torch.float32)
+    if Q is None:
+        return torch.full((C,), 1.0 / C, device=logits.device)
+    # E[t] = pi Q; with a uniform class prior pi = 1/C that is the mean of Q's rows
+    return _as_q(Q, logits, "ure").mean(0)
+
+
 @_float32
-def ure_partial_risks(logits: Tensor, target: Tensor, Q: Tensor | None = None) -> Tensor:
+def ure_partial_risks(logits: Tensor, target: Tensor, Q: Tensor | None = None, ccp: Tensor | None = None) -> Tensor:
     """Per-class partial risks R_k (C,) of the CE unbiased risk estimator; sum_k R_k = URE.
 
     Ishida et al., 2019, "Complementary-Label Learning for Arbitrary Losses and Models"
-    (ICML), Theorem 1 with l = CE and the risk split by the class k of the loss term:
+    (ICML), Theorem 1 with l = CE, the risk split by the class k of the loss term:
 
-        R_k = mean_i[ w_ik * l_ik ],   l_ik = -log softmax(z_i)_k,   w_i = t_i Q^{-1}
+        R_k = sum_j ccp_j * Qinv[j, k] * M[j, k],   M[j, k] = mean over the batch's examples
+              with complementary label j of l_ik = -log softmax(z_i)_k
 
-    With uniform Q (Q = None), Q^{-1} = J - (C-1) I, so w_ik = sum_c t_ic - (C-1) t_ik
-    = 1 - (C-1) t_ik: the paper's -(K-1) l(ybar) + sum_j l(j). In expectation R_k =
-    pi_k E[l_k | y = k] >= 0, which is why a negative R_k signals overfitting. A given Q
-    generalises to biased CLs (E[t | y] = Q[y], so E[t Q^{-1} | y] = onehot(y)); multiple
-    uniform CLs (multi-hot / m) keep E[t | y] = Q[y] for the uniform Q, so the estimator
-    stays unbiased for them too. Q^{-1} comes from `torch.linalg.inv_ex` (no host sync): a
+    soft targets weight each example into group j by t_ij (M = t^T l / n_j, n_j = sum_i t_ij).
+    With uniform Q (Q = None), Qinv = J - (C-1) I: R_k = sum_j ccp_j M[j, k] - (C-1) ccp_k
+    M[k, k], the paper's -(K-1) l(ybar) + sum_j l(j) split by k. With ccp = P(cl = j), in
+    expectation R_k = pi_k E[l_k | y = k] >= 0, which is why a negative R_k signals
+    overfitting. A given Q generalises to biased CLs, and to multiple CLs (multi-hot / m)
+    with Q[y] = E[t | y]. Q^{-1} comes from `torch.linalg.inv_ex` (no host sync): a
     singular Q gives non-finite values, not an error.
 
-    The Ishida / takashiishida/comp grouping (by the class of the loss term) is used;
-    libcll's URE groups the same sum by complementary label instead. Class priors are the
-    batch's: R_k averages over the batch rather than weighting per-CL means by data priors.
+    This is what the published code does (takashiishida/comp, utils_algo.non_negative_loss):
+    for each complementary class k present in the batch, the mean of -log p over the
+    examples whose CL is k, weighted by ccp[k], the CL prior of the whole training set; a
+    class absent from the batch contributes nothing (its M row is 0 here too). libcll's URE
+    weights by the training set's CL counts too, but sums the same terms grouped by
+    complementary label (its partial risks are per CL, so their signs mean something
+    else); this grouping is Ishida's.
+
+    What was wrong before: R_k was the batch mean of w_ik l_ik (w = t Q^{-1}), i.e. the
+    group means weighted by the batch's own share of each CL, n_k / B, instead of its
+    prior. The sign of R_k then follows the batch's composition: at uniform predictions
+    R_k = (1 - (C-1) n_k / B) log C, negative whenever CL k is drawn more than B / (C-1)
+    times. With B = 256, C = 10 that holds for some k in ~99% of batches at initialisation,
+    so URE-GA took its ascent branch nearly every step, and ascending R_k raises p_k on the
+    examples whose CL is k: the model learned to predict complementary labels (0.5-6% test
+    accuracy on digits, chance 10%). Prior weights make R_k = (1 - (C-1) ccp_k) log C > 0
+    there, whatever the batch.
+
+    `ccp` defaults to Q's column means (P(cl) under a uniform class prior; 1/C for uniform
+    Q), not to the training set's empirical CL frequencies: on ~1300 digits rows those are
+    off by up to ~20% (0.080..0.117 for one draw), and ccp_k > 1/(C-1) makes that R_k
+    negative for every predictor with equal losses (measured: clearly worse than the
+    population prior). Pass `ccp` (C,) explicitly when the class prior is not uniform (e.g.
+    the training targets' mean, as Ishida's code does on 60k MNIST rows).
+
+    Known interaction: a short batch (a few rows, so some groups absent and the others
+    means of one or two examples) gives a noisy, low-biased estimate; under BatchNorm a
+    step on such a batch (fit's last slice of an epoch when N % batch_size is small) costs
+    the URE losses much accuracy, a BN-free MLP does not mind. That is for the loop to
+    avoid (drop or merge a short last batch); the estimator cannot see the batch size.
     """
     C = logits.shape[1]
     if Q is None:
-        w = target.sum(1, keepdim=True) - (C - 1) * target  # (B, C) = t (J - (C-1) I)
+        q_inv = torch.ones(C, C, device=logits.device) - (C - 1) * torch.eye(C, device=logits.device)
     else:
-        w = target @ torch.linalg.inv_ex(_as_q(Q, logits, "ure"))[0]  # (B, C)
-    return (w * -F.log_softmax(logits, dim=1)).mean(0)  # (C,)
+        q_inv = torch.linalg.inv_ex(_as_q(Q, logits, "ure"))[0]  # (C, C)
+    prior = _ure_ccp(Q, logits, ccp)  # (C,)
+    n = target.sum(0)  # (C,) (soft) count of each complementary label in the batch
+    # per-group weight ccp_j / n_j; an absent group (n_j = 0, t_.j = 0) gets weight 0
+    scale = torch.where(n > 0, prior / n.clamp_min(torch.finfo(torch.float32).tiny), 0.0)  # (C,)
+    M = target.T @ -F.log_softmax(logits, dim=1)  # (C, C): M[j, k] = sum_i t_ij l_ik
+    return ((scale[:, None] * q_inv) * M).sum(0)  # (C,) R_k = sum_j ccp_j Qinv[j, k] mean_j(l_k)
 
 
 @_float32
-def ure_ga(logits: Tensor, target: Tensor, Q: Tensor | None = None) -> Tensor:
+def ure_ga(logits: Tensor, target: Tensor, Q: Tensor | None = None, ccp: Tensor | None = None) -> Tensor:
     """URE with gradient ascent (URE-GA): the objective to minimise this step.
 
     Ishida et al., 2019 (ICML), Algorithm 1 with beta = 0: if every partial risk R_k >= 0,
@@ -163,28 +212,37 @@ def ure_ga(logits: Tensor, target: Tensor, Q: Tensor | None = None) -> Tensor:
     gradient ascent on the negative partial risks only, pushing them back up. Returned value
     is that objective (>= 0 in the second case). The branch is chosen on the device
     (torch.where), no host sync. Q = None is libcll's URE "GA" (uniform Q); a given Q is
-    libcll's "TGA" (transition matrix). See `ure_partial_risks`.
+    libcll's "TGA" (transition matrix). See `ure_partial_risks` (prior-weighted groups).
+
+    The published code (takashiishida/comp, demo.py) branches the same way: when some
+    partial risk is negative it back-propagates sum(min(v, 0)) and negates every gradient
+    before the optimiser step, else it back-propagates the full sum sum_k R_k. Its v,
+    though, is non_negative_loss's second return value, n_k * R_k (the batch count of CL k
+    times the partial risk), so its ascent steps are ~B/C times larger than its descent
+    steps; libcll's GA ascends sum_k min(0, R_k) without the counts, and so does this
+    function (measured on digits with Adam: the counted ascent is worse, e.g. 24 vs 29%
+    test accuracy at lr 1e-3, 31 vs 38% at lr 1e-4).
 
     NOT linear in the target: the min/max act on batch-level partial risks, so the loss of a
     mixed batch is not the lambda-mix of per-example losses (which are not even defined).
     """
-    R = ure_partial_risks(logits, target, Q)  # (C,)
+    R = ure_partial_risks(logits, target, Q, ccp)  # (C,)
     return torch.where(R.min() < 0, -R.clamp(max=0).sum(), R.sum())
 
 
 @_float32
-def ure_tnn(logits: Tensor, target: Tensor, Q: Tensor | None = None) -> Tensor:
+def ure_tnn(logits: Tensor, target: Tensor, Q: Tensor | None = None, ccp: Tensor | None = None) -> Tensor:
     """URE with the non-negative correction, sum_k max(0, R_k).
 
-    Ishida et al., 2019 (ICML), the max-operator correction (beta = 0): negative partial
-    risks are dropped (no gradient from them) rather than ascended. This is libcll's URE
-    "TNN" when Q is given (the transition-matrix variant, Q^{-1} in the estimator) and
-    libcll's "NN" when Q is None (uniform Q) -- libcll runs the same code for both and only
-    swaps Q. See `ure_partial_risks`.
+    Ishida et al., 2019 (ICML), the max-operator correction (beta = 0; takashiishida/comp's
+    "nn"): negative partial risks are dropped (no gradient from them) rather than ascended.
+    This is libcll's URE "TNN" when Q is given (the transition-matrix variant, Q^{-1} in the
+    estimator) and libcll's "NN" when Q is None (uniform Q) -- libcll runs the same code for
+    both and only swaps Q. See `ure_partial_risks` (prior-weighted groups).
 
     NOT linear in the target, for the same reason as `ure_ga`.
     """
-    return ure_partial_risks(logits, target, Q).clamp(min=0).sum()
+    return ure_partial_risks(logits, target, Q, ccp).clamp(min=0).sum()
 
 
 @_float32
