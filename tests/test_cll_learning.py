@@ -12,13 +12,13 @@ What is asserted, and why these bounds:
 * per loss: the mean test accuracy of the three seeds (the digits test split, 359 rows,
   after the last epoch -- what the CLL papers and libcll report, there on MNIST's 10k test
   set) exceeds a bound, and every seed exceeds 15% (1.5x chance).
-* each bound is at least twice chance and at least ~3 standard deviations of a 3-seed
-  mean below the 3-seed mean measured (seeds 0-2, 5 seeds for the spread) with the two
-  training-set sizes these tests may meet: 1294 rows (a 10% validation split carved out:
-  a 14-row last batch, which hurts the URE losses under BatchNorm) and 1438 rows (none).
-  Measured 3-seed means (1294 / 1438 rows): scl_nl, fwd 84.8 / 89.8, scl_exp 84.9 / 89.5,
-  pc 56.8 / 46.1, ure_tnn 48.8 / 71.5, ure_ga 31.0 / 67.6 (lr 1e-3); ure_ga at lr 1e-4:
-  test 39.3 / 52.9, train 40.6 / 51.0 (before the fix: 0.5-1.9 test, 0.7 train).
+* each bound is at least twice chance and about 3 standard deviations of a 3-seed mean
+  (std over 5 seeds / sqrt(3), ~2.7 points) below the 3-seed mean measured with the
+  default 10% validation split (1294 training rows; fit skips the 14-row last slice, which
+  under BatchNorm had cost the URE losses ~40 points). Measured 3-seed means (lr 1e-3):
+  scl_nl 85.9, scl_exp 85.7, fwd 85.9, pc 46.6, ure_tnn 72.7, ure_ga 65.6 (5-seed std
+  3.4-4.9 points); ure_ga at lr 1e-4: test 39.3 / 52.9, train 40.6 / 51.0 with 1294 / 1438
+  rows before the tail skip (before the estimator fix: 0.5-1.9 test, 0.7 train).
 
 The tests use only fields of TrainConfig that do not depend on how many training rows
 there are; nothing here assumes a row count.
@@ -41,12 +41,12 @@ EVERY_SEED = 0.15  # each seed alone: 1.5x chance
 
 # loss -> (lr, bound on the 3-seed mean test accuracy); see the module docstring
 BOUNDS = {
-    "scl_nl": (1e-3, 0.60),
-    "scl_exp": (1e-3, 0.60),
-    "fwd": (1e-3, 0.60),
+    "scl_nl": (1e-3, 0.75),
+    "scl_exp": (1e-3, 0.75),
+    "fwd": (1e-3, 0.75),
     "pc": (1e-3, 0.35),
-    "ure_tnn": (1e-3, 0.35),
-    "ure_ga": (1e-3, 0.20),
+    "ure_tnn": (1e-3, 0.60),
+    "ure_ga": (1e-3, 0.55),
 }
 
 
