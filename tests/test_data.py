@@ -1,5 +1,4 @@
 import gzip
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +122,16 @@ def test_idx_torchvision_raw_folder(tmp_path):
     raw = tmp_path / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     write_idx(raw, "t10k", 20, gz=True)
-    assert len(load_dataset(cfg("mnist", tmp_path, train_fraction=0.5)).x_train) == 10
+    assert len(load_dataset(cfg("fashion_mnist", tmp_path, train_fraction=0.5)).x_train) == 10
+    with pytest.raises(DataError, match=r"MNIST not found in .*, which holds FashionMNIST/raw: use dataset=fashion_mnist"):
+        load_dataset(cfg("mnist", tmp_path))
+
+
+def test_idx_trailing_bytes(tmp_path):
+    x = np.zeros((20, 28, 28), dtype=np.uint8)
+    write_idx(tmp_path, "t10k", 20, gz=False, images=idx_bytes(x, 0x803) + b"\0" * 7)
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: 7 unexpected bytes after the data"):
+        load_dataset(cfg("kmnist", tmp_path))
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -175,69 +183,6 @@ def test_idx_missing_partner_and_missing_dir(tmp_path):
         load_dataset(cfg("mnist", tmp_path))
     with pytest.raises(DataError, match=r"MNIST not found: expected .*nowhere.*never downloads"):
         load_dataset(cfg("mnist", tmp_path / "nowhere"))
-
-
-# ----------------------------------------------------------------------------- CIFAR
-def write_cifar_batch(path: Path, n: int, label_key: bytes, num_classes: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    labels = [int(v) for v in rng.integers(0, num_classes, n)]  # a list, as in the real files
-    data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-    with open(path, "wb") as f:
-        pickle.dump({b"batch_label": b"x", label_key: labels, b"data": data}, f)
-    return data
-
-
-def make_cifar10(folder: Path, n: int = 20) -> np.ndarray:
-    folder.mkdir(parents=True)
-    first = write_cifar_batch(folder / "data_batch_1", n, b"labels", 10, 1)
-    for i in range(2, 6):
-        write_cifar_batch(folder / f"data_batch_{i}", n, b"labels", 10, i)
-    write_cifar_batch(folder / "test_batch", n, b"labels", 10, 0)
-    return first
-
-
-def test_cifar10_torchvision_layout(tmp_path):
-    first = make_cifar10(tmp_path / "cifar-10-batches-py")
-    data = load_dataset(cfg("cifar10", tmp_path))
-    assert data.x_train.shape == (100, 3, 32, 32) and data.x_test.shape == (20, 3, 32, 32)
-    assert data.num_classes == 10 and data.in_shape == (3, 32, 32)
-    assert int(data.y_train.max()) < 10 and data.y_train.dtype == torch.int64
-    # channel-major rows: the red plane of image 0 is its first 1024 values (up to normalisation)
-    assert affine(data.x_train[0, 0].flatten(), first[0, :1024])
-    # data_dir pointing at the batches folder itself gives the same data
-    same = load_dataset(cfg("cifar10", tmp_path / "cifar-10-batches-py"))
-    assert torch.equal(same.x_train, data.x_train) and same.fingerprint == data.fingerprint
-
-
-def test_cifar100_torchvision_layout(tmp_path):
-    folder = tmp_path / "cifar-100-python"
-    folder.mkdir()
-    write_cifar_batch(folder / "train", 40, b"fine_labels", 100, 0)
-    write_cifar_batch(folder / "test", 20, b"fine_labels", 100, 1)
-    data = load_dataset(cfg("cifar100", tmp_path))
-    assert data.x_train.shape == (40, 3, 32, 32) and data.x_test.shape == (20, 3, 32, 32)
-    assert data.num_classes == 100
-
-
-def test_cifar_missing_says_where(tmp_path):
-    with pytest.raises(DataError) as e:
-        load_dataset(cfg("cifar10", tmp_path))
-    msg = str(e.value)
-    assert f"expected {tmp_path / 'cifar-10-batches-py' / 'data_batch_1'}" in msg
-    assert "cifar-10-python.tar.gz" in msg and f"extract it into {tmp_path}" in msg and "never downloads" in msg
-    with pytest.raises(DataError, match=r"CIFAR-100 not found.*cifar-100-python.*never downloads"):
-        load_dataset(cfg("cifar100", tmp_path))
-
-
-def test_cifar_missing_batch_and_bad_pickle(tmp_path):
-    folder = tmp_path / "cifar-10-batches-py"
-    make_cifar10(folder)
-    (folder / "data_batch_4").unlink()
-    with pytest.raises(DataError, match=r"data_batch_4"):
-        load_dataset(cfg("cifar10", tmp_path))
-    (folder / "data_batch_4").write_bytes(b"not a pickle")
-    with pytest.raises(DataError, match=r"data_batch_4: not a CIFAR python pickle"):
-        load_dataset(cfg("cifar10", tmp_path))
 
 
 # ----------------------------------------------------------------------------- npz
@@ -318,3 +263,50 @@ def test_npz_missing_file_and_pickled_objects(tmp_path):
     arrays = {**_good(), "y_test": np.array([object()] * 6)}
     with pytest.raises(DataError, match=r"cannot read as .npz"):
         load_dataset(cfg("npz", write_npz(tmp_path / "d.npz", **arrays)))
+
+
+# ----------------------------------------------------------------------------- tabular features
+def tabular_npz(tmp_path, x_dtype=np.float64):
+    rng = np.random.default_rng(0)
+    scales = np.array([1e-3, 1.0, 1e3, 1e5])  # features on very different scales
+    xtr = (rng.normal(size=(40, 4)) * scales + 7 * scales).astype(x_dtype)
+    xte = (rng.normal(size=(10, 4)) * scales + 7 * scales).astype(x_dtype)
+    xtr[:, 1] = 2.5  # a constant feature
+    ytr, yte = np.arange(40) % 2, np.arange(10) % 2
+    return write_npz(tmp_path / "t.npz", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte), xtr, xte
+
+
+def test_tabular_float_features_are_standardised_one_by_one(tmp_path):
+    path, xtr, xte = tabular_npz(tmp_path)
+    data = load_dataset(cfg("npz", path))
+    assert data.in_shape == (1, 1, 4)
+    x = data.x_train[:, 0, 0].double()  # (40, 4)
+    assert torch.allclose(x.mean(0), torch.zeros(4, dtype=torch.float64), atol=1e-4)
+    assert torch.allclose(x.std(0, correction=0)[[0, 2, 3]], torch.ones(3, dtype=torch.float64), atol=1e-4)
+    assert torch.all(x[:, 1] == 0)  # constant in training: centred, not divided by ~0
+    # the test split uses the training split's statistics, not its own
+    mean, std = xtr.mean(0), xtr.std(0)
+    std[1] = 1.0
+    expect = torch.from_numpy((xte - mean) / std)
+    assert torch.allclose(data.x_test[:, 0, 0].double(), expect, rtol=1e-4, atol=1e-4)
+    assert torch.isfinite(data.x_test).all()
+
+
+def test_tabular_standardisation_off_keeps_one_shared_mean_and_std(tmp_path):
+    path, xtr, _ = tabular_npz(tmp_path)
+    on = load_dataset(cfg("npz", path))
+    off = load_dataset(cfg("npz", path, standardize_features=False))
+    x = off.x_train[:, 0, 0].double()
+    assert abs(x.mean().item()) < 1e-4 and abs(x.std(correction=0).item() - 1) < 1e-4  # one mean/std for all
+    assert x[:, 0].std().item() < 1e-6  # the small feature is flattened to nothing: the bug this field fixes
+    assert on.fingerprint != off.fingerprint  # other inputs, other cached clusterings
+
+
+def test_pixels_are_never_standardised_per_feature(tmp_path):
+    # uint8 (N, D) rows are flattened images, (N, H, W) floats are images: per channel either way
+    for x_dtype, shape in ((np.uint8, (12, 5)), (np.float32, (12, 3, 5))):
+        rng = np.random.default_rng(1)
+        x = rng.integers(0, 256, size=shape).astype(x_dtype)
+        path = write_npz(tmp_path / "p.npz", x_train=x, y_train=np.arange(12) % 3)
+        on, off = load_dataset(cfg("npz", path)), load_dataset(cfg("npz", path, standardize_features=False))
+        assert torch.equal(on.x_train, off.x_train) and on.fingerprint == off.fingerprint

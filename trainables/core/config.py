@@ -40,8 +40,8 @@ METHODS: dict[str, MethodSpec] = {
     "icm_infinite_class": MethodSpec("cluster", contrastive=True),
 }
 
-DATASETS = ("digits", "mnist", "cifar10", "cifar100", "npz")
-GIVEN_LABEL_DATASETS = ("npz",)  # datasets whose files may carry complementary labels (cl_train)
+DATASETS = ("digits", "mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "cifar20", "svhn", "npz", "folder")
+GIVEN_LABEL_DATASETS = ("npz", "folder")  # datasets whose files may carry complementary labels (cl_train)
 MODELS = ("auto", "mlp", "cnn", "resnet18", "resnet34")
 LABELS = ("ordinary", "complementary", "given")
 # labels whose training targets are complementary (every CLL loss applies)
@@ -62,9 +62,9 @@ class TrainConfig:
 
     # --- data -------------------------------------------------------------------------
     dataset: str = "digits"
-    """digits (embedded) | mnist (idx files in data_dir) | cifar10 | cifar100 (torchvision root) | npz (file)."""
+    """digits (embedded) | mnist | fashion_mnist | kmnist | cifar10 | cifar100 | cifar20 | svhn (torchvision root) | npz (file) | folder (your images)."""
     data_dir: str | None = None
-    """Directory (mnist, cifar*) or .npz file path; not used for digits."""
+    """Directory (a torchvision root, idx files, an image folder) or .npz file path; not used for digits."""
     train_fraction: float = 0.8
     """For datasets shipped as one split (digits, an MNIST test set alone): share kept for training."""
     val_fraction: float = 0.1
@@ -73,6 +73,10 @@ class TrainConfig:
     """Seeds the data a user would have: the validation split, the generated complementary labels, the imbalance subsample."""
     augment: bool = False
     """Random flips and 4-pixel crops, batched on the device (for CIFAR-style images)."""
+    image_size: int = 0
+    """dataset=folder: resize every image to image_size x image_size pixels; 0 = keep their size (all must match)."""
+    standardize_features: bool = True
+    """Tabular float features (an (N, D) float .npz) are standardised one by one with the train mean/std; off = one shared mean/std."""
 
     # --- labels -----------------------------------------------------------------------
     labels: str = "complementary"
@@ -134,7 +138,7 @@ class TrainConfig:
     compile: bool = False
     """torch.compile the model (worth it on a GPU for long runs)."""
     cache_dir: str | None = None
-    """Where k-means clusterings are cached; default $MIXTUNE_CACHE or ~/.cache/mixtune."""
+    """Where k-means clusterings and decoded image folders are cached; default $MIXTUNE_CACHE or ~/.cache/mixtune."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -232,7 +236,10 @@ class TrainConfig:
             if self.dataset not in GIVEN_LABEL_DATASETS:
                 raise ConfigError(f"labels=given needs a dataset that carries complementary labels"
                                   f" ({', '.join(GIVEN_LABEL_DATASETS)}), not dataset={self.dataset}")
-        if self.dataset in ("mnist", "cifar10", "cifar100", "npz") and not self.data_dir:
+        at_least("image_size", 0)
+        if self.image_size and self.dataset != "folder":
+            raise ConfigError(f"image_size={self.image_size} resizes dataset=folder images, not dataset={self.dataset}")
+        if self.dataset != "digits" and not self.data_dir:
             raise ConfigError(f"dataset={self.dataset} needs data_dir (a directory, or the .npz file)")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device={self.device!r} is not auto, cpu, cuda or cuda:N")

@@ -1,21 +1,19 @@
-"""Datasets as CPU tensors, loaded once: digits (embedded), MNIST idx files, CIFAR pickles, `.npz`
-(which may carry given complementary labels instead of true ones).
+"""Datasets as CPU tensors, loaded once: the one table of loaders (`LOADERS`), digits (embedded)
+and `.npz` files here; the datasets torchvision reads in `vision.py`; your own image folders in
+`folder.py`.
 
-Every loader returns raw arrays in (N, C, H, W) layout; `load_dataset` then scales them to
-float32, normalises per channel with the *train* statistics and fingerprints the content, so
-a clustering cached for one dataset is never reused for another. mixtune never downloads:
-a missing dataset is a `DataError` that says where to put the files.
+Every loader returns raw arrays in (N, C, H, W) layout (`raw.RawSplit`); `load_dataset` then
+scales them to float32, normalises them with the *train* statistics (per channel for images,
+per feature for tabular float features) and fingerprints the content, so a clustering cached
+for one dataset is never reused for another. mixtune never downloads: a missing dataset is a
+`DataError` that says where to put the files.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import hashlib
-import pickle
-import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -23,8 +21,12 @@ import torch
 
 from .config import TrainConfig
 from .errors import DataError
+from .folder import folder_arrays
+from .raw import SPLIT_SEED, RawSplit, data_dir, split_name, split_one, stratified_split
+from .vision import cifar_arrays, idx_arrays, svhn_arrays
 
-SPLIT_SEED = 0  # the split of one-split datasets is fixed, so every trial sees the same data
+__all__ = ["LOADERS", "SPLIT_SEED", "DataError", "Dataset", "RawSplit", "fingerprint", "load_dataset",
+           "stratified_split"]
 
 
 @dataclass
@@ -37,7 +39,7 @@ class Dataset:
     """
 
     name: str
-    x_train: torch.Tensor  # (N, C, H, W) float32, normalised per channel with the train mean/std
+    x_train: torch.Tensor  # (N, C, H, W) float32, normalised with the train mean/std (per channel or per feature)
     y_train: torch.Tensor | None  # (N,) int64 true labels in [0, num_classes); None: not known
     x_test: torch.Tensor | None  # (M, C, H, W) float32, normalised with the same train statistics
     y_test: torch.Tensor | None  # (M,) int64; None: no test labels, no test metrics
@@ -63,54 +65,6 @@ class Dataset:
         return dataclasses.replace(self, **moved)
 
 
-@dataclass
-class RawSplit:
-    """What a loader returns: raw arrays (N, C, H, W) of any numeric dtype, before scaling."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray | None  # (N,) integer; None when only complementary labels are given
-    x_test: np.ndarray | None
-    y_test: np.ndarray | None
-    num_classes: int
-    scale: float  # divide pixels by this (255 for uint8 images, 16 for digits, 1 for floats)
-    split: str  # how train/test came about; part of the fingerprint
-    cl_train: np.ndarray | None = None  # (N, num_classes) float32 given complementary-label rows
-    cl_transition: np.ndarray | None = None  # (num_classes, num_classes) float32 given Q
-
-
-# ---------------------------------------------------------------------------- helpers
-def stratified_split(y: np.ndarray, train_fraction: float, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted (train, test) indices keeping round(train_fraction * n_c) of each class c for training."""
-    rng = np.random.default_rng(seed)
-    train: list[np.ndarray] = []
-    for c in np.unique(y):  # loop over classes, not examples
-        idx = np.flatnonzero(y == c)
-        train.append(idx[rng.permutation(len(idx))[: int(round(train_fraction * len(idx)))]])
-    keep = np.zeros(len(y), dtype=bool)
-    keep[np.concatenate(train) if train else np.zeros(0, dtype=np.int64)] = True
-    return np.flatnonzero(keep), np.flatnonzero(~keep)
-
-
-def _split_one(x: np.ndarray, y: np.ndarray, train_fraction: float, where: str) -> tuple[np.ndarray, ...]:
-    tr, te = stratified_split(y, train_fraction)
-    if len(tr) == 0 or len(te) == 0:
-        raise DataError(
-            f"{where}: train_fraction={train_fraction} leaves an empty {'train' if len(tr) == 0 else 'test'} split"
-            f" of {len(y)} examples"
-        )
-    return x[tr], y[tr], x[te], y[te]
-
-
-def _split_name(train_fraction: float) -> str:
-    return f"stratified train_fraction={train_fraction!r} seed={SPLIT_SEED}"
-
-
-def _data_dir(cfg: TrainConfig) -> Path:
-    if not cfg.data_dir:
-        raise DataError(f"dataset={cfg.dataset} needs data_dir (a directory, or the .npz file)")
-    return Path(cfg.data_dir).expanduser()
-
-
 # ---------------------------------------------------------------------------- digits
 def digits_arrays(cfg: TrainConfig) -> RawSplit:
     """sklearn's embedded 8x8 digits (1797 images, no download), split stratified with train_fraction."""
@@ -119,167 +73,8 @@ def digits_arrays(cfg: TrainConfig) -> RawSplit:
     bunch = load_digits()
     x = bunch.images[:, None]  # (1797, 1, 8, 8) float64, values 0..16
     y = bunch.target.astype(np.int64)
-    xtr, ytr, xte, yte = _split_one(x, y, cfg.train_fraction, "digits")
-    return RawSplit(xtr, ytr, xte, yte, 10, 16.0, _split_name(cfg.train_fraction))
-
-
-# ---------------------------------------------------------------------------- MNIST idx
-IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dims
-IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dim
-MNIST_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "t10k": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-
-
-def read_idx(path: Path, magic: int) -> np.ndarray:
-    """Parse one idx file (gzipped if its name ends in .gz) of unsigned bytes with the expected magic number."""
-    try:
-        raw = path.read_bytes()
-        if path.suffix == ".gz":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as e:  # EOFError: a gzip stream cut short
-        raise DataError(f"{path}: cannot read ({e.strerror if isinstance(e, OSError) and e.strerror else e})") from None
-    if len(raw) < 4:
-        raise DataError(f"{path}: truncated (only {len(raw)} bytes, no idx header)")
-    found = int.from_bytes(raw[:4], "big")
-    if found != magic:
-        raise DataError(f"{path}: wrong magic number 0x{found:08x}, expected 0x{magic:08x}")
-    ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated ({len(raw)} bytes, header alone needs {header})")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    want = int(np.prod(dims, dtype=np.int64))
-    have = len(raw) - header
-    if have < want:
-        raise DataError(f"{path}: truncated (dims {dims} need {want} bytes of data, found {have})")
-    if have > want:
-        raise DataError(f"{path}: {have - want} unexpected bytes after the data declared by dims {dims}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
-
-
-def _find_idx(folder: Path, stem: str) -> Path | None:
-    for name in (stem, stem + ".gz"):
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
-def _mnist_pair(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(images (N, 1, 28, 28) uint8, labels (N,) int64) of one split, or None when both files are absent."""
-    img_stem, lbl_stem = MNIST_FILES[split]
-    img, lbl = _find_idx(folder, img_stem), _find_idx(folder, lbl_stem)
-    if img is None and lbl is None:
-        return None
-    if img is None or lbl is None:
-        missing = img_stem if img is None else lbl_stem
-        raise DataError(f"MNIST in {folder}: {missing}[.gz] is missing (found {(lbl or img).name})")
-    x, y = read_idx(img, IDX_IMAGES_MAGIC), read_idx(lbl, IDX_LABELS_MAGIC)
-    if len(x) != len(y):
-        raise DataError(f"{lbl}: {len(y)} labels but {img.name} has {len(x)} images")
-    if len(y) and y.max() > 9:
-        raise DataError(f"{lbl}: label {int(y.max())} out of range 0..9")
-    return x[:, None], y.astype(np.int64)
-
-
-def mnist_arrays(cfg: TrainConfig) -> RawSplit:
-    """MNIST or Fashion-MNIST idx files (plain or .gz) in data_dir; a t10k set alone is split stratified."""
-    root = _data_dir(cfg)
-    # torchvision keeps the same files under <root>/MNIST/raw or <root>/FashionMNIST/raw
-    candidates = [root, root / "MNIST" / "raw", root / "FashionMNIST" / "raw"]
-    folder = next((d for d in candidates if any(_find_idx(d, s) for pair in MNIST_FILES.values() for s in pair)), None)
-    if folder is None:
-        raise DataError(
-            f"MNIST not found: expected {root / MNIST_FILES['t10k'][0]}[.gz] and {MNIST_FILES['t10k'][1]}[.gz]"
-            f" (and train-*-ubyte[.gz] for the full set); download them from a MNIST mirror into {root}"
-            " (mixtune never downloads)"
-        )
-    test = _mnist_pair(folder, "t10k")
-    train = _mnist_pair(folder, "train")
-    if train is not None and test is not None:
-        return RawSplit(*train, *test, 10, 255.0, "given")
-    x, y = train if train is not None else test
-    xtr, ytr, xte, yte = _split_one(x, y, cfg.train_fraction, str(folder))
-    return RawSplit(xtr, ytr, xte, yte, 10, 255.0, _split_name(cfg.train_fraction))
-
-
-# ---------------------------------------------------------------------------- CIFAR
-CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
-
-
-@dataclass(frozen=True)
-class CifarSpec:
-    """Where one CIFAR variant lives on disk and how its pickles name the labels."""
-
-    folder: str  # torchvision's folder name under the root
-    train: tuple[str, ...]
-    test: tuple[str, ...]
-    label_key: bytes
-    num_classes: int
-    title: str
-    archive: str
-
-
-CIFAR = {
-    "cifar10": CifarSpec(
-        "cifar-10-batches-py",
-        tuple(f"data_batch_{i}" for i in range(1, 6)),
-        ("test_batch",),
-        b"labels",
-        10,
-        "CIFAR-10",
-        "cifar-10-python.tar.gz",
-    ),
-    "cifar100": CifarSpec(
-        "cifar-100-python", ("train",), ("test",), b"fine_labels", 100, "CIFAR-100", "cifar-100-python.tar.gz"
-    ),
-}
-
-
-def _read_cifar_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    # Unpickling can run code: only point data_dir at files you trust. Reading the python
-    # pickles is the convention of torchvision and of the CIFAR authors' own distribution.
-    try:
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-    except Exception as e:  # UnpicklingError, EOFError, ... from a damaged file
-        raise DataError(f"{path}: not a CIFAR python pickle ({type(e).__name__}: {e})") from None
-    if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
-        raise DataError(f"{path}: expected a dict with keys b'data' and {label_key!r}")
-    x = np.asarray(batch[b"data"])
-    y = np.asarray(batch[label_key])
-    if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or x.dtype != np.uint8:
-        raise DataError(f"{path}: data has shape {x.shape} dtype {x.dtype}, expected (N, 3072) uint8")
-    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{path}: {label_key.decode()} has shape {y.shape}, expected ({len(x)},) integers")
-    if len(y) and (y.min() < 0 or y.max() >= num_classes):
-        bad = int(y.max() if y.max() >= num_classes else y.min())
-        raise DataError(f"{path}: label {bad} out of range 0..{num_classes - 1}")
-    return x.reshape(-1, 3, 32, 32), y.astype(np.int64)  # rows are channel-major: R plane, G, B
-
-
-def cifar_arrays(cfg: TrainConfig) -> RawSplit:
-    """CIFAR-10/100 python pickles in torchvision's layout under data_dir (or data_dir is the batches folder)."""
-    spec = CIFAR[cfg.dataset]
-    root = _data_dir(cfg)
-    folder = root / spec.folder
-    if not (folder / spec.train[0]).is_file() and (root / spec.train[0]).is_file():
-        folder = root  # data_dir points at the extracted folder itself
-    for name in spec.train + spec.test:
-        if not (folder / name).is_file():
-            raise DataError(
-                f"{spec.title} not found: expected {folder / name}; download {spec.archive} from {CIFAR_URL}"
-                f" and extract it into {root} (mixtune never downloads)"
-            )
-
-    def read(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-        parts = [_read_cifar_batch(folder / n, spec.label_key, spec.num_classes) for n in names]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-    return RawSplit(*read(spec.train), *read(spec.test), spec.num_classes, 255.0, "given")
+    xtr, ytr, xte, yte = split_one(x, y, cfg.train_fraction, "digits")
+    return RawSplit(xtr, ytr, xte, yte, 10, 16.0, split_name(cfg.train_fraction))
 
 
 # ---------------------------------------------------------------------------- npz
@@ -341,7 +136,7 @@ def npz_arrays(cfg: TrainConfig) -> RawSplit:
     """
     from .given_labels import check_transition, cl_targets
 
-    path = _data_dir(cfg)
+    path = data_dir(cfg)
     where = path.name
     if not path.is_file():
         raise DataError(f"{path}: no such .npz file" + (" (it is a directory)" if path.is_dir() else ""))
@@ -389,23 +184,31 @@ def npz_arrays(cfg: TrainConfig) -> RawSplit:
             f"{where}: x_train is {xtr.dtype} but x_test is {xte.dtype}; save both as uint8 or both as floats"
         )
     scale = 255.0 if xtr.dtype == np.uint8 else 1.0
-    return RawSplit(xtr, ytr, xte, yte, num_classes, scale, "given", cl_train=cl, cl_transition=Q)
+    tabular = arrays["x_train"].ndim == 2 and xtr.dtype.kind == "f"  # (N, D) float features, not pixels
+    return RawSplit(xtr, ytr, xte, yte, num_classes, scale, "given", cl_train=cl, cl_transition=Q, tabular=tabular)
 
 
 LOADERS: dict[str, Callable[[TrainConfig], RawSplit]] = {
     "digits": digits_arrays,
-    "mnist": mnist_arrays,
+    "mnist": idx_arrays,
+    "fashion_mnist": idx_arrays,
+    "kmnist": idx_arrays,
     "cifar10": cifar_arrays,
     "cifar100": cifar_arrays,
+    "cifar20": cifar_arrays,
+    "svhn": svhn_arrays,
     "npz": npz_arrays,
+    "folder": folder_arrays,
 }
 
 
 # ---------------------------------------------------------------------------- assembly
-def fingerprint(name: str, raw: RawSplit) -> str:
-    """sha256 hex over the dataset name, split settings and the raw arrays (dtype, shape, bytes)."""
+def fingerprint(name: str, raw: RawSplit, per_feature: bool = False) -> str:
+    """sha256 hex over the dataset name, split settings, normalisation and the raw arrays (dtype, shape, bytes)."""
     h = hashlib.sha256()
     h.update(f"mixtune-data-v1|{name}|{raw.split}|{raw.num_classes}|{raw.scale!r}".encode())
+    if per_feature:  # other normalised values, other clusterings; datasets normalised per channel keep their key
+        h.update(b"|standardized per feature")
     for key in ARRAY_KEYS:
         value = getattr(raw, key)
         if value is None:
@@ -429,14 +232,24 @@ def _labels(y: np.ndarray | None) -> torch.Tensor | None:
 
 
 def load_dataset(cfg: TrainConfig) -> Dataset:
-    """Load cfg.dataset as CPU tensors, normalised per channel with the train mean/std."""
+    """Load cfg.dataset as CPU tensors, normalised with the train mean/std.
+
+    Images are normalised per channel. Tabular float features, an (N, D) float `.npz`, are
+    standardised one by one when cfg.standardize_features is on (the default): their scales
+    differ by orders of magnitude, and one shared mean/std would leave the small ones near zero.
+    """
     if cfg.dataset not in LOADERS:
         raise DataError(f"dataset={cfg.dataset!r} is not one of {', '.join(LOADERS)}")
     raw = LOADERS[cfg.dataset](cfg)
-    key = fingerprint(cfg.dataset, raw)  # over the raw arrays, before any conversion
+    per_feature = raw.tabular and cfg.standardize_features
+    key = fingerprint(cfg.dataset, raw, per_feature)  # over the raw arrays, before any conversion
     x_train = _as_float(raw.x_train, raw.scale)
-    std, mean = torch.std_mean(x_train, dim=(0, 2, 3), correction=0, keepdim=True)  # (1, C, 1, 1)
-    std = std.clamp_min(1e-6)  # a constant channel (e.g. an always-black border) stays finite
+    if per_feature:
+        std, mean = torch.std_mean(x_train, dim=0, correction=0, keepdim=True)  # (1, 1, 1, D)
+        std = torch.where(std < 1e-6, torch.ones_like(std), std)  # a constant feature is only centred (as sklearn does)
+    else:
+        std, mean = torch.std_mean(x_train, dim=(0, 2, 3), correction=0, keepdim=True)  # (1, C, 1, 1)
+        std = std.clamp_min(1e-6)  # a constant channel (e.g. an always-black border) stays finite
     x_test = None if raw.x_test is None else _as_float(raw.x_test, raw.scale).sub_(mean).div_(std)
     return Dataset(
         name=cfg.dataset,
