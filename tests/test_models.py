@@ -18,6 +18,8 @@ C = 10  # classes
 B = 2  # batch size: BatchNorm in train mode needs > 1 sample
 
 CASES = [
+    ("linear", (1, 8, 8)),
+    ("linear", (3, 32, 32)),
     ("mlp", (1, 8, 8)),
     ("mlp", (1, 28, 28)),
     ("mlp", (3, 32, 32)),
@@ -64,6 +66,8 @@ def test_mix_at_every_layer(name, shape):
 
 
 def test_num_mix_layers():
+    assert _model("linear", (1, 8, 8)).num_mix_layers == 1  # the input only: no hidden layer
+    assert param_count(_model("linear", (1, 8, 8))) == 64 * C + C
     assert _model("mlp", (1, 8, 8)).num_mix_layers == 3
     assert _model("cnn", (1, 8, 8)).num_mix_layers == 3
     assert _model("resnet18", (3, 32, 32)).num_mix_layers == 5
@@ -109,7 +113,7 @@ def test_unknown_name_lists_valid_names():
         build_model("vgg", (3, 32, 32), C)
     for name in ["auto", *MODELS]:
         assert name in str(err.value)
-    assert set(MODELS) == {"mlp", "cnn", "resnet18", "resnet34"}
+    assert set(MODELS) == {"linear", "mlp", "cnn", "resnet18", "resnet34"}
 
 
 def test_auto():

@@ -42,7 +42,7 @@ METHODS: dict[str, MethodSpec] = {
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "cifar20", "svhn", "npz", "folder")
 GIVEN_LABEL_DATASETS = ("npz", "folder")  # datasets whose files may carry complementary labels (cl_train)
-MODELS = ("auto", "mlp", "cnn", "resnet18", "resnet34")
+MODELS = ("auto", "linear", "mlp", "cnn", "resnet18", "resnet34")
 LABELS = ("ordinary", "complementary", "given")
 # labels whose training targets are complementary (every CLL loss applies)
 CL_LABELS = ("complementary", "given")
@@ -92,7 +92,7 @@ class TrainConfig:
 
     # --- model, loss, method ------------------------------------------------------------
     model: str = "auto"
-    """mlp | cnn | resnet18 | resnet34; auto picks mlp for 8x8 and 28x28, resnet18 for 32x32."""
+    """linear | mlp | cnn | resnet18 | resnet34; auto picks mlp for 8x8 and 28x28, resnet18 for 32x32."""
     hidden: int = 256
     """Width of the MLP's hidden layers and base width of the CNN."""
     loss: str = "auto"

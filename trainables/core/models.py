@@ -88,6 +88,18 @@ class MLP(MixNet):
         super().__init__(blocks, num_mix_layers=3)
 
 
+class Linear(MixNet):
+    """Flatten -> Linear: the low-capacity end (the ICM paper's limitation: mixing hurts small models).
+
+    One block, so the only mixable layer is the input (manifold mixing equals input mixing).
+    """
+
+    def __init__(self, in_shape: tuple[int, int, int], num_classes: int, hidden: int = 256) -> None:
+        del hidden  # no hidden layer
+        c, h, w = in_shape
+        super().__init__([nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, num_classes))], num_mix_layers=1)
+
+
 # ---------------------------------------------------------------------------------------
 # Small CNN
 # ---------------------------------------------------------------------------------------
@@ -212,6 +224,7 @@ def _resnet34(in_shape: tuple[int, int, int], num_classes: int, hidden: int = 25
 
 # name -> constructor(in_shape, num_classes, hidden=256); "auto" is resolved by build_model.
 MODELS: dict[str, Callable[..., MixNet]] = {
+    "linear": Linear,
     "mlp": _mlp,
     "cnn": _cnn,
     "resnet18": _resnet18,
