@@ -1,6 +1,14 @@
-"""What a finished search prints: where its results are and how to look at them."""
+"""What a finished search prints: where its results are and how to look at them.
+
+Every command it prints works as printed: the Optuna dashboard line names the install step
+(`pip install 'mixtune[dashboard]'`) when optuna-dashboard is not installed.
+"""
 
 from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
 
 from tuner.progress import describe
 from tuner.selection import describe_selection, with_test
@@ -24,4 +32,23 @@ def print_outcome(settings, outcome) -> None:
               "(then open http://127.0.0.1:5000)")
     else:
         print(f"MLflow UI:    {redact_uri(uri)}  (experiment '{settings.experiment}')")
-    print(f"Optuna study: optuna-dashboard {settings.study_storage}")
+    print(dashboard_line(settings.study_storage))
+
+
+DASHBOARD_URL = "http://127.0.0.1:8080"  # optuna-dashboard's default host and port
+DASHBOARD_INSTALL = "pip install 'mixtune[dashboard]'"
+
+
+def dashboard_command() -> str | None:
+    """How to run optuna-dashboard here: its name when on PATH, its path beside this Python, or None."""
+    if shutil.which("optuna-dashboard"):
+        return "optuna-dashboard"
+    beside = Path(sys.executable).with_name("optuna-dashboard")  # a virtualenv used without activating it
+    return str(beside) if beside.is_file() else None
+
+
+def dashboard_line(storage: str) -> str:
+    command = dashboard_command()
+    if command is None:
+        return f"Optuna study: optuna-dashboard {storage}  (not installed: {DASHBOARD_INSTALL} first)"
+    return f"Optuna study: {command} {storage}  (then open {DASHBOARD_URL})"
