@@ -5,7 +5,12 @@ so workers need neither the files nor the time to parse them, and a worker that 
 trials (reused actors) deserialises it once, not once per trial.
 Clusterings are cached on disk by the core (a folder every node can read, `cache_dir`).
 Each epoch reports its metrics with a checkpoint (model, optimizer, schedule, generators,
-history), so a paused, stopped-and-restored or crashed trial resumes where it was.
+history), so a paused, stopped-and-restored or crashed trial resumes where it was. A trial
+restored from a checkpoint (its node was lost, or `mixtune resume` continues it) first
+reports that checkpoint's epoch again: the driver then decides on the result it decided on
+before (ASHA stops at that result a trial it had stopped after Ray's last snapshot), and logs
+each epoch once. A checkpoint that cannot be written raises `StorageUnavailable`, which the
+driver tells apart from the trial's own errors (`tuner/faults.py`).
 """
 
 from __future__ import annotations
@@ -63,6 +68,34 @@ def trial_config(base: dict[str, Any], params: dict[str, Any], cpus: float | Non
     return cfg
 
 
+class StorageUnavailable(RuntimeError):
+    """The trial's checkpoint could not be written to the search's storage: not the trial's fault."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(path, reason)
+        self.path, self.reason = path, reason
+
+    def __str__(self) -> str:
+        return f"storage path {self.path} is not writable: a trial could not write its checkpoint there ({self.reason})"
+
+
+def _storage_path() -> str:
+    try:
+        return str(tune.get_context().get_storage().storage_fs_path)
+    except Exception:  # outside a Tune session
+        return "(unknown)"
+
+
+def report_with_checkpoint(report: dict[str, Any], folder: str) -> None:
+    """`tune.report` with the folder as checkpoint; a failure to store it is a StorageUnavailable."""
+    try:
+        # report copies the folder to the run's storage before returning
+        tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
+    except Exception as e:  # SystemExit (Tune stopping the trial) is no Exception and passes
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise StorageUnavailable(_storage_path(), f"{type(e).__name__}: {first}"[:300]) from e
+
+
 def load_state(checkpoint: tune.Checkpoint) -> dict[str, Any]:
     with checkpoint.as_directory() as d:
         # weights_only: a checkpoint is data (tensors, numbers, strings), never code
@@ -90,14 +123,14 @@ def train_trial(
             return
         with tempfile.TemporaryDirectory() as d:
             torch.save(make_state(), os.path.join(d, STATE_FILE))
-            # report copies the folder to the run's storage before returning
-            tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
+            report_with_checkpoint(report, d)
 
-    if resume is not None and int(resume["epoch"]) >= cfg.epochs and resume.get("history"):
-        # restored from a stale experiment snapshot after the trial had finished: report its
-        # final epoch again (so Tune records the result) instead of training anything
-        on_epoch(dict(resume["history"][-1]), lambda: resume)
-        return
+    if resume is not None and resume.get("history"):
+        # restored: say where the trial is (the checkpoint's epoch, already stored) before going
+        # on, so the scheduler decides on this result as it did before the restore
+        tune.report({**resume["history"][-1], "node_id": node_id, "seed": cfg.seed})
+        if int(resume["epoch"]) >= cfg.epochs:
+            return  # it had finished (after Ray's last snapshot): nothing to train
     fit(cfg, dataset, on_epoch, resume=resume)
 
 

@@ -1,4 +1,10 @@
-"""Assembling a search's Tuner: the Ray runtime, the trainable, TPE, ASHA, the callbacks."""
+"""Assembling a search's Tuner: the Ray runtime, the trainable, TPE, ASHA, the callbacks.
+
+`FailureConfig(max_failures)` is `--max-failures`: retries of a trial whose own code failed.
+A trial whose node was lost is retried from its checkpoint without using these up, and a
+storage fault stops the search instead (`faults.py`, which the scheduler applies to every
+trial).
+"""
 
 from __future__ import annotations
 
@@ -69,12 +75,14 @@ def make_trainable(settings: SearchSettings, dataset: Dataset):
 
 def make_tuner(settings: SearchSettings, space: Callable, dataset: Dataset, callbacks: list):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
+    from tuner.scheduler import JOURNAL_FILE, JournaledASHA
     from tuner.searcher import make_searcher
 
     epochs = settings.epochs
-    scheduler = ASHAScheduler(
+    scheduler = JournaledASHA(
+        journal=str(settings.folder / JOURNAL_FILE),
+        max_node_losses=settings.max_node_losses,
         time_attr="epoch",
         max_t=epochs,
         grace_period=min(settings.grace_period, epochs),

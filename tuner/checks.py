@@ -72,6 +72,9 @@ def check_numbers(settings: SearchSettings) -> None:
             raise SearchError(f"{name}={getattr(settings, name)} must be >= {low}")
     if settings.cpus_per_trial <= 0 or settings.gpus_per_trial < 0 or settings.max_failures < 0:
         raise SearchError("cpus_per_trial must be > 0, gpus_per_trial and max_failures >= 0")
+    if settings.max_node_losses < -1 or not settings.tracking_outage_limit >= 0:
+        raise SearchError(f"max_node_losses={settings.max_node_losses} must be >= -1 (-1: no limit) and "
+                          f"tracking_outage_limit={settings.tracking_outage_limit} >= 0 seconds")
     if settings.mode not in (None, "max", "min"):
         raise SearchError(f"mode must be max or min, not {settings.mode!r}")
 

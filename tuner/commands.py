@@ -1,4 +1,4 @@
-"""The subcommands: train, search, resume, compare, export-best (each parser and what it runs).
+"""The subcommands: train, search, resume, sync, compare, export-best (each parser and what it runs).
 
 Each command parses its flags, calls the function that does the work, and prints; errors a
 user can fix propagate as one-line exceptions for `cli.main` to print.
@@ -50,6 +50,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         grace_period=args.grace_period,
         reduction_factor=args.reduction_factor,
         max_failures=args.max_failures,
+        max_node_losses=args.max_node_losses,
+        tracking_outage_limit=args.tracking_outage_limit,
         results_dir=args.results_dir,
         storage_path=args.storage_path,
         tracking_uri=args.tracking_uri,
@@ -74,6 +76,17 @@ def cmd_resume(args: argparse.Namespace) -> int:
     settings = SearchSettings.load(folder)
     outcome = resume_search(settings)
     print_outcome(settings, outcome)
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from tuner.settings import SearchSettings
+    from tuner.sync import sync_search
+
+    settings = SearchSettings.load(find_search(args.search, args.results_dir))
+    if args.tracking_uri:
+        settings.tracking_uri = args.tracking_uri
+    sync_search(settings)
     return 0
 
 
@@ -121,7 +134,13 @@ def add_commands(sub) -> None:
     s.add_argument("--mode", default=None, choices=["max", "min"], help="default: the metric's own direction")
     s.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs before a trial may be stopped")
     s.add_argument("--reduction-factor", type=int, default=3, help="ASHA: keep 1/factor at each rung")
-    s.add_argument("--max-failures", type=int, default=0, help="retries of a failing trial")
+    s.add_argument("--max-failures", type=int, default=0,
+                   help="retries of a trial whose own code failed (default 0); a lost node is not counted here")
+    s.add_argument("--max-node-losses", type=int, default=3,
+                   help="retries from its checkpoint of a trial whose node was lost (default 3 per trial; -1: no limit)")
+    s.add_argument("--tracking-outage-limit", type=float, default=600.0,
+                   help="seconds of MLflow outage the end of a search waits out before it leaves the writes "
+                        "MLflow lacks to `mixtune sync` (default 600)")
     s.add_argument("--name", help="search name (default: <space>-<dataset>-<labels>-<time>)")
     s.add_argument("--results-dir", default="mixtune-results", help="local folder for searches")
     s.add_argument("--storage-path", help="Ray Tune storage every node can reach (shared folder or s3://...)")
@@ -139,6 +158,12 @@ def add_commands(sub) -> None:
     r.add_argument("search", help="search folder or name")
     r.add_argument("--results-dir", default="mixtune-results")
     r.set_defaults(func=cmd_resume)
+
+    y = sub.add_parser("sync", help="send the MLflow writes a search could not send while MLflow was unreachable")
+    y.add_argument("search", help="search folder or name")
+    y.add_argument("--results-dir", default="mixtune-results")
+    y.add_argument("--tracking-uri", help="override the search's tracking URI (the server moved)")
+    y.set_defaults(func=cmd_sync)
 
     c = sub.add_parser("compare", help="top trials of a search, from MLflow")
     c.add_argument("search", help="search folder or name")

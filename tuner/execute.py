@@ -2,8 +2,9 @@
 
 `run_search` checks everything first (`checks.check_search`), then creates the results
 folder, the MLflow parent run and the state file, then runs; `resume_search` continues a
-search whose driver stopped (Ctrl-C, SIGKILL, a lost machine) after reconciling its stores
-(`restore.py`). Both end in `summarise`: the best trial's config, the parent run's summary.
+search whose driver stopped (Ctrl-C, SIGKILL, a lost machine, a storage fault) after
+reconciling its stores (`restore.py`). Both end in `summarise`: the best trial's config,
+the parent run's summary.
 """
 
 from __future__ import annotations
@@ -70,7 +71,6 @@ def resume_search(settings: SearchSettings, echo: Callable[[str], None] = print)
     from tuner import tracking
 
     client = tracking.client(settings.tracking_uri)
-    client.update_run(settings.parent_run_id, status="RUNNING")
     echo(f"resuming search {settings.name} from {settings.folder}")
     return execute(settings, checked.dataset, checked.space, client, echo, restore=True)
 
@@ -79,54 +79,119 @@ def execute(settings: SearchSettings, dataset: Dataset, space: Callable, client,
             restore: bool = False) -> SearchOutcome:
     """Run (or restore and continue) the Tune experiment, then summarise it.
 
+    Every MLflow write goes through the search's outbox (`outbox.py`): the loop never waits
+    for MLflow, and an outage of the server loses nothing.
     Ctrl-C: Ray Tune's own SIGINT handler ends the loop after saving its state; the search's
     MLflow runs still RUNNING are set KILLED and the resume command is printed.
+    A storage fault (the results folder or the storage path stopped being writable) stops
+    the search with one line naming the path; every trial stays resumable.
     """
     from tuner import tracking
-    from tuner.progress import Progress
 
     start = time.time()
+    outbox = tracking.open_outbox(settings, echo)
     try:
-        start_ray(settings)
-        tuner = None
-        if restore:
-            from tuner.restore import restore_tuner
-
-            tuner = restore_tuner(settings, make_trainable(settings, dataset), client, echo)
-        if tuner is None:  # a new search, or one stopped before Ray saved anything
-            callbacks = [tracking.MLflowTrials(settings), Progress(settings.metric, settings.mode,
-                                                                   settings.num_samples, echo)]
-            tuner = make_tuner(settings, space, dataset, callbacks)
-        results = tuner.fit()
-    except KeyboardInterrupt:  # a second Ctrl-C, or one before Tune's handler was installed
-        stopped(settings, client, echo)
-        raise
-    except Exception:  # Ray could not start or Tune died: leave no run RUNNING, keep it resumable
         try:
-            tracking.close_runs(client, settings, status="FAILED", state="FAILED")
-            client.set_terminated(settings.parent_run_id, status="FAILED")
-        except Exception:
-            pass
-        raise
-    if results.num_terminated + results.num_errors < len(results) or len(results) < settings.num_samples:
-        stopped(settings, client, echo, done=results.num_terminated + results.num_errors)
-        raise SearchInterrupted()
-    # every trial ended: a run the callback could not close (its driver was killed) is closed here
-    tracking.close_runs(client, settings, status="KILLED", state="KILLED")
-    return summarise(settings, results, time.time() - start, client)
+            start_ray(settings)
+            tuner = None
+            if restore:
+                from tuner.restore import restore_tuner
+
+                tuner = restore_tuner(settings, make_trainable(settings, dataset), client, echo, outbox)
+                outbox.put({"op": "parent", "status": "RUNNING"})
+            if tuner is None:  # a new search, or one stopped before Ray saved anything
+                tuner = make_tuner(settings, space, dataset, callbacks(settings, echo))
+            results = tuner.fit()
+        except KeyboardInterrupt:  # a second Ctrl-C, or one before Tune's handler was installed
+            stopped(settings, outbox, echo)
+            raise
+        except SearchError:
+            raise
+        except Exception as e:
+            problem = storage_problem(settings, e)
+            if problem is not None:
+                stopped(settings, outbox, echo, say=False)
+                raise SearchError(f"{problem}; the search stopped, its finished trials are kept: once the "
+                                  f"path is back, continue it with: mixtune resume {settings.folder}") from None
+            # Ray could not start or Tune died: leave no run RUNNING, keep it resumable
+            end_runs(outbox, status="FAILED", state="FAILED")
+            raise
+        if results.num_terminated + results.num_errors < len(results) or len(results) < settings.num_samples:
+            stopped(settings, outbox, echo, done=results.num_terminated + results.num_errors)
+            raise SearchInterrupted()
+        # every trial ended: a run the callback could not close (its driver was killed) is closed here
+        outbox.put({"op": "close", "status": "KILLED", "state": "KILLED"})
+        return summarise(settings, results, time.time() - start, outbox, echo)
+    finally:
+        tracking.close_outbox(settings)
 
 
-def stopped(settings: SearchSettings, client, echo, done: int | None = None) -> None:
-    """Close the search's open MLflow runs as KILLED and say how to continue."""
+def callbacks(settings: SearchSettings, echo) -> list:
     from tuner import tracking
+    from tuner.faults import FaultNotes
+    from tuner.progress import Progress
 
+    return [tracking.MLflowTrials(settings), Progress(settings.metric, settings.mode, settings.num_samples, echo),
+            FaultNotes(echo)]
+
+
+def end_runs(outbox, status: str, state: str, wait: float = 10.0) -> bool:
+    """Close the search's open runs and its parent run; wait a little for MLflow to take it."""
+    for op in ({"op": "close", "status": status, "state": state}, {"op": "parent", "status": status}):
+        try:
+            outbox.put(op)
+        except OSError:
+            pass  # the search folder is gone: the op is still sent from memory
+    return outbox.drain(limit=min(wait, outbox.limit))
+
+
+def stopped(settings: SearchSettings, outbox, echo, done: int | None = None, say: bool = True) -> None:
+    """Close the search's open MLflow runs as KILLED and say how to continue."""
+    if not end_runs(outbox, status="KILLED", state="INTERRUPTED"):
+        echo(f"(MLflow is unreachable: {len(outbox)} writes stay in {outbox.path}; `mixtune resume` sends them)")
+    if say:
+        count = f" after {done}/{settings.num_samples} trials" if done is not None else ""
+        echo(f"search {settings.name} stopped{count}; continue it with: mixtune resume {settings.folder}")
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why a folder the search writes to cannot be written now (None: it can)."""
+    import tempfile
+
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file now" if probe != path else "it is a file now"
+    if probe != path:
+        return "it is gone"
     try:
-        tracking.close_runs(client, settings, status="KILLED", state="INTERRUPTED")
-        client.set_terminated(settings.parent_run_id, status="KILLED")
-    except Exception as e:  # the tracking store may be what failed: still print the way out
-        echo(f"(could not close the MLflow runs: {str(e).splitlines()[0] if str(e) else type(e).__name__})")
-    count = f" after {done}/{settings.num_samples} trials" if done is not None else ""
-    echo(f"search {settings.name} stopped{count}; continue it with: mixtune resume {settings.folder}")
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".mixtune-probe-"):
+            return None
+    except OSError as e:
+        return e.strerror or str(e)
+
+
+def storage_problem(settings: SearchSettings, error: BaseException) -> str | None:
+    """One line naming the folder the search could not write, if that is what stopped it."""
+    from tuner.faults import StorageFault
+    from tuner.outbox import OutboxWriteError
+
+    checks = [("results folder", settings.folder)]
+    if "://" not in settings.ray_storage or settings.ray_storage.startswith("file://"):
+        checks.append(("storage path", Path(settings.ray_storage.removeprefix("file://"))))
+    for what, path in checks:
+        why = _unwritable(path)
+        if why is not None:
+            return f"{what} {path} is not writable ({why})"
+    chain, e = [], error
+    while e is not None and len(chain) < 10:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for e in chain:
+        if isinstance(e, (StorageFault, OutboxWriteError)):
+            return str(e)
+    return None
 
 
 def log_search_params(client, settings: SearchSettings) -> None:
@@ -149,9 +214,15 @@ def log_search_params(client, settings: SearchSettings) -> None:
         client.set_tag(settings.parent_run_id, "ray.address", redact_uri(settings.address))
 
 
-def summarise(settings: SearchSettings, results, seconds: float, client) -> SearchOutcome:
-    """Best trial → best_config.yaml, parent run metrics, plots and model; raises if all failed."""
+def summarise(settings: SearchSettings, results, seconds: float, outbox, echo=print) -> SearchOutcome:
+    """Best trial -> best_config.yaml, parent run metrics, plots and model; raises if all failed.
+
+    The parent run's summary is the outbox's last op. If MLflow is still down when the outage
+    has lasted `--tracking-outage-limit`, the search ends anyway, with the writes in the outbox
+    file for `mixtune sync` (or `mixtune resume`).
+    """
     from tuner.summary import log_summary, trial_rows
+    from tuner.tracking import redact_uri
 
     rows = trial_rows(results)
     best = pick_best(rows, settings.metric, settings.mode, settings.epochs)
@@ -161,7 +232,13 @@ def summarise(settings: SearchSettings, results, seconds: float, client) -> Sear
         cfg = trial_config(settings.base, best["config"], settings.cpus_per_trial)
         cfg.to_yaml(settings.folder / BEST_FILE)
         best["train_config"] = cfg.to_dict()
-    log_summary(client, settings, rows, best, seconds)
+    outbox.apply.summary = lambda op: log_summary(outbox.apply.client, settings, rows, best, op["seconds"])
+    outbox.put({"op": "summary", "seconds": seconds})
+    if not outbox.drain():
+        echo(f"MLflow at {redact_uri(settings.tracking_uri)} has been unreachable for {outbox.down_for:.0f}s "
+             f"(--tracking-outage-limit {settings.tracking_outage_limit:g}s): the search is done, and the "
+             f"{len(outbox)} writes MLflow lacks are kept in {outbox.path}; send them with: "
+             f"mixtune sync {settings.folder}")
     outcome = SearchOutcome(folder=settings.folder, best=best, trials=rows, seconds=seconds)
     if best is None:
         errors = [r["error"] for r in rows if r["error"]]

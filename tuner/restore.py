@@ -15,6 +15,12 @@ therefore leaves three stores that disagree; before restoring:
 A trial that finished after the last snapshot is RUNNING to Ray: Ray runs it again from its
 final checkpoint, where the trainable only re-reports the final metrics (it does not train
 again) and the searcher does not tell Optuna twice.
+
+Two more stores of the search's own are brought in line first:
+- the MLflow writes an earlier driver could not send (`outbox.py`) are sent, before any run
+  is looked at, so the runs are complete and in order;
+- ASHA's journal (`scheduler.py`) keeps the results of the trials the snapshot knows only:
+  a trial Ray forgot is run again under a reused id, and must not inherit its rungs.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from tuner.settings import SearchSettings
+from tuner.settings import SearchError, SearchSettings
 
 
 def checkpoint_index(path: Path) -> int:
@@ -64,16 +70,36 @@ def forget_orphan_runs(client, settings: SearchSettings, known: set[str], echo: 
             echo(f"trial {tid} was started after Ray's last snapshot; its MLflow run is deleted")
 
 
-def restore_tuner(settings: SearchSettings, trainable, client, echo: Callable[[str], None]):
+def send_left_writes(settings: SearchSettings, outbox, echo: Callable[[str], None]) -> None:
+    """Send what an earlier driver of the search left in its outbox; a one-line error if MLflow is down."""
+    from tuner.tracking import redact_uri
+
+    if not len(outbox):
+        return
+    echo(f"sending {len(outbox)} MLflow writes an earlier driver of this search could not send")
+    if not outbox.drain():
+        raise SearchError(f"MLflow at {redact_uri(settings.tracking_uri)} stayed unreachable for "
+                          f"{settings.tracking_outage_limit:.0f}s; {len(outbox)} writes are still in {outbox.path}; "
+                          f"resume once it is back")
+
+
+def restore_tuner(settings: SearchSettings, trainable, client, echo: Callable[[str], None], outbox=None):
     """Reconcile the stores, then `Tuner.restore` (None when Ray never saved the experiment)."""
     from ray import tune
     from ray.tune import ExperimentAnalysis
 
+    from tuner.scheduler import JOURNAL_FILE, keep_trials
+
+    if outbox is not None:
+        send_left_writes(settings, outbox, echo)
     path = settings.experiment_path
     if not tune.Tuner.can_restore(path):
+        keep_trials(settings.folder / JOURNAL_FILE, set())  # a new Tuner: no trial of the journal exists
         return None
     trials = ExperimentAnalysis(path).trials
     repair_checkpoints(trials, echo)
-    forget_orphan_runs(client, settings, {t.trial_id for t in trials}, echo)
+    known = {t.trial_id for t in trials}
+    forget_orphan_runs(client, settings, known, echo)
+    keep_trials(settings.folder / JOURNAL_FILE, known)
     # errored trials stay failed: they used up --max-failures retries, and Optuna has their FAIL
     return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)

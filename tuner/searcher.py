@@ -56,8 +56,17 @@ class ResumableOptunaSearch(OptunaSearch):
         return notes
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """The intermediate value at step=epoch (Ray's OptunaSearch uses training_iteration, which
+        a restored trial's re-reported epoch shifts); each epoch is reported once."""
         import optuna
 
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        epoch = result.get("epoch")
+        if isinstance(epoch, (int, float)):
+            if int(epoch) in self._ot_trials[trial_id]._cached_frozen_trial.intermediate_values:
+                return  # a restored trial re-reports its checkpoint's epoch
+            result = {**result, "training_iteration": int(epoch)}
         try:
             super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError:

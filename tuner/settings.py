@@ -46,7 +46,9 @@ class SearchSettings:
     gpus_per_trial: float = 0.0
     grace_period: int = 2
     reduction_factor: int = 3
-    max_failures: int = 0
+    max_failures: int = 0  # retries of a trial whose own code failed (tuner/faults.py)
+    max_node_losses: int = 3  # retries of a trial whose node was lost, per trial; -1: no limit
+    tracking_outage_limit: float = 600.0  # seconds of MLflow outage the end of a search waits out
     results_dir: str = "mixtune-results"
     storage_path: str | None = None  # Ray Tune storage (shared folder or s3://...); default results_dir
     tracking_uri: str | None = None  # default: sqlite in the working folder

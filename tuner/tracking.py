@@ -2,7 +2,9 @@
 
 Logging happens on the driver, inside a Tune callback, so workers need no route to the
 tracking server and a trial's model comes from its checkpoint. Every epoch of a trial is
-one `log_batch` request (all its metrics, step=epoch), not one request per value.
+one `log_batch` request (all its metrics, step=epoch), not one request per value. The
+callback does not send them itself: it puts them in the search's outbox (`outbox.py`), and
+one thread sends them, in order, and keeps them through an outage of the server.
 
 Resuming a search reuses the parent run (its id is kept in the search's state file) and
 each trial's nested run (found by its `mixtune.trial_id` tag), so a resumed search never
@@ -16,16 +18,19 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ray import tune
 
 from trainables.core.config import TrainConfig
 from tuner.errors import UserError
+from tuner.outbox import OUTBOX_FILE, Outbox
 from tuner.settings import SearchSettings
 
-# MLflow's HTTP client retries for minutes by default; a search should fail fast instead
-FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+# MLflow's HTTP client retries for minutes by default. A request should fail within seconds
+# instead: the outbox retries an unreachable server for as long as the search allows
+FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 TRIAL_TAG = "mixtune.trial_id"
 SEARCH_TAG = "mixtune.search"
@@ -178,21 +183,22 @@ def close_runs(mlflow_client, settings: SearchSettings, status: str, state: str)
     return len(runs)
 
 
-class MLflowTrials(tune.Callback):
-    """Tune callback: nested MLflow run per trial under the search's parent run."""
+# ----------------------------------------------------------------------------- writes
+class Writer:
+    """Carries out the outbox's ops against MLflow, on the outbox's thread (see `outbox.py`).
 
-    def __init__(self, settings):
-        self.settings = settings  # a SearchSettings: store, parent run, experiment, base config, metric
+    Each op can be carried out twice without changing anything, since after an outage or a
+    killed driver it may be: a trial's run is found by its tags before one is created, a
+    metrics op whose step the run already has is skipped, and tags, params with the same
+    value and a run's end status can be set again.
+    """
+
+    def __init__(self, settings: SearchSettings, summary: Callable[[dict[str, Any]], None] | None = None):
+        self.settings = settings
+        self.summary = summary  # carries out a "summary" op; None drops it (a resume writes a new one)
         self._client = None
-        self._runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
-        self._logged: dict[str, int] = {}  # run id -> last step logged before a resume
-        self._plots = None  # one background thread drawing learning curves (see _finish)
-
-    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks into its snapshot
-        state = dict(self.__dict__)
-        state["_client"] = None
-        state["_plots"] = None
-        return state
+        self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
+        self.steps: dict[str, int] = {}  # run id -> last step the server has
 
     @property
     def client(self):
@@ -200,110 +206,101 @@ class MLflowTrials(tune.Callback):
             self._client = client(self.settings.tracking_uri)
         return self._client
 
-    # ------------------------------------------------------------------ helpers
-    def run_for(self, trial) -> str:
-        """The trial's nested run: remembered, found by tag (after a resume) or created."""
-        if trial.trial_id in self._runs:
-            return self._runs[trial.trial_id]
+    def __call__(self, op: dict[str, Any]) -> None:
+        getattr(self, f"_op_{op['op']}")(op)
+
+    def _find(self, trial_id: str):
         s = self.settings
         found = self.client.search_runs(
             [s.experiment_id],
-            filter_string=f"tags.`{TRIAL_TAG}` = '{trial.trial_id}' and tags.`{SEARCH_TAG}` = '{s.name}'",
+            filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and tags.`{SEARCH_TAG}` = '{s.name}'",
             max_results=1,
         )
-        if found:
-            run_id = found[0].info.run_id
-            self.client.update_run(run_id, status="RUNNING")
-            self.client.set_tag(run_id, "state", "RUNNING")
-            # a resumed trial re-reports epochs logged before the driver stopped: log each once
-            steps = [m.step for m in self.client.get_metric_history(run_id, "epoch")]
-            self._logged[run_id] = max(steps, default=0)
-        else:
-            from trainables.trainable import trial_config
+        return found[0] if found else None
 
-            cpus = trial.placement_group_factory.required_resources.get("CPU", 1)
-            cfg = trial_config(s.base, trial.config, cpus)  # the config the trial runs
-            from mlflow.entities import RunTag
+    def _run_id(self, trial_id: str) -> str | None:
+        """The trial's run (looked up once by its tags); None when it has none."""
+        if trial_id not in self.runs:
+            run = self._find(trial_id)
+            if run is None:
+                return None
+            self._remember(run)
+        return self.runs[trial_id]
 
-            run = self.client.create_run(
-                s.experiment_id,
-                run_name=f"{trial.trial_id}",
-                tags={
-                    "mlflow.parentRunId": s.parent_run_id,
-                    TRIAL_TAG: trial.trial_id,
-                    SEARCH_TAG: s.name,
-                    ROLE_TAG: "trial",
-                    "method": cfg.method,
-                    "dataset": cfg.dataset,
-                    "labels": cfg.labels,
-                    "state": "RUNNING",
-                },
-            )
-            run_id = run.info.run_id
-            searched = {k: v for k, v in trial.config.items() if k in TrainConfig.__dataclass_fields__}
-            self.client.log_batch(
-                run_id,
-                params=_params(cfg.to_dict()),
-                tags=[RunTag("mixtune.searched_params", ",".join(sorted(searched)))],
-            )
-        self._runs[trial.trial_id] = run_id
-        return run_id
+    def _remember(self, run) -> None:
+        run_id = run.info.run_id
+        self.runs[run.data.tags[TRIAL_TAG]] = run_id
+        # a resumed or replayed trial re-reports epochs the run has: each is logged once
+        self.steps[run_id] = max((m.step for m in self.client.get_metric_history(run_id, "epoch")), default=0)
 
-    # ------------------------------------------------------------------ Tune hooks
-    def on_trial_start(self, iteration, trials, trial, **info):
-        LIVE_TRIALS[trial.trial_id] = trial
-        self.run_for(trial)
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        from mlflow.entities import Metric, RunTag
-
-        LIVE_TRIALS[trial.trial_id] = trial
-        run_id = self.run_for(trial)
-        step = int(result.get("epoch", result.get("training_iteration", 0)))
-        if step <= self._logged.get(run_id, 0):
-            return
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, step) for k, v in metrics_from_result(result).items()]
-        tags = [RunTag("node_id", str(result["node_id"]))] if "node_id" in result else []
-        self.client.log_batch(run_id, metrics=metrics, tags=tags)
-
-    def _finish(self, trial, status: str, state: str, error: str | None = None) -> None:
+    # ------------------------------------------------------------------ ops
+    def _op_trial(self, op) -> None:
+        """The trial's nested run: found by its tags (a resumed or replayed trial) or created."""
         from mlflow.entities import RunTag
 
-        run_id = self.run_for(trial)
-        tags = [RunTag("state", state)]
-        if error:
-            tags.append(RunTag("error", error[:5000]))
-        last = trial.last_result or {}
-        epochs = self.settings.epochs
-        if status == "FINISHED" and epochs and last.get("epoch", epochs) < epochs:
-            tags = [RunTag("state", "STOPPED_EARLY")]
-        self.client.log_batch(run_id, tags=tags)
-        # drawing the figure costs about as much as Ray's whole per-trial overhead: do it on one
-        # background thread so the next trial need not wait; on_experiment_end waits for it
-        if getattr(self, "_plots", None) is None:  # None too in a callback pickled before it existed
-            from concurrent.futures import ThreadPoolExecutor
+        run = self._find(op["trial"])
+        if run is not None:
+            self._remember(run)
+            self.client.update_run(run.info.run_id, status="RUNNING")
+            self.client.set_tag(run.info.run_id, "state", "RUNNING")
+            if run.data.params:
+                return
+            run_id = run.info.run_id  # created, but its params never got there
+        else:
+            run_id = self.client.create_run(self.settings.experiment_id, run_name=op["trial"],
+                                            tags=op["tags"]).info.run_id
+            self.runs[op["trial"]] = run_id
+            self.steps[run_id] = 0
+        self.client.log_batch(run_id, params=_params(op["params"]),
+                              tags=[RunTag("mixtune.searched_params", op["searched"])])
 
-            self._plots = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mixtune-plots")
-        self._plots.submit(self._learning_curve_quietly, run_id)
-        self.client.set_terminated(run_id, status=status)
+    def _op_metrics(self, op) -> None:
+        from mlflow.entities import Metric, RunTag
 
-    def _learning_curve_quietly(self, run_id: str) -> None:
+        run_id = self._run_id(op["trial"])
+        if run_id is None or op["step"] <= self.steps.get(run_id, 0):
+            return
+        metrics = [Metric(k, float(v), op["time"], op["step"]) for k, v in op["metrics"].items()]
+        self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in op["tags"].items()])
+        self.steps[run_id] = op["step"]
+
+    def _op_tags(self, op) -> None:
+        from mlflow.entities import RunTag
+
+        run_id = self._run_id(op["trial"])
+        if run_id is not None:
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in op["tags"].items()])
+
+    def _op_end(self, op) -> None:
+        self._op_tags(op)
+        run_id = self._run_id(op["trial"])
+        if run_id is not None:
+            self.client.set_terminated(run_id, status=op["status"])
+
+    def _op_curve(self, op) -> None:
+        from tuner.outbox import is_outage
+
+        run_id = self._run_id(op["trial"])
+        if run_id is None:
+            return
         try:
             self._learning_curve(run_id)
-        except Exception:  # a plot must never fail a search
-            pass
+        except Exception as e:  # a plot must never fail a search; an outage retries it
+            if is_outage(e):
+                raise
 
-    def on_experiment_end(self, trials, **info):
-        if getattr(self, "_plots", None) is not None:
-            self._plots.shutdown(wait=True)
-            self._plots = None
+    def _op_close(self, op) -> None:
+        close_runs(self.client, self.settings, status=op["status"], state=op["state"])
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self._finish(trial, "FINISHED", "COMPLETED")
+    def _op_parent(self, op) -> None:
+        if op["status"] == "RUNNING":
+            self.client.update_run(self.settings.parent_run_id, status="RUNNING")
+        else:
+            self.client.set_terminated(self.settings.parent_run_id, status=op["status"])
 
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._finish(trial, "FAILED", "FAILED", error=_trial_error(trial))
+    def _op_summary(self, op) -> None:
+        if self.summary is not None:
+            self.summary(op)
 
     def _learning_curve(self, run_id: str) -> None:
         from tuner.plots import learning_curve
@@ -313,10 +310,119 @@ class MLflowTrials(tune.Callback):
         series = {k: [(m.step, m.value) for m in v] for k, v in history.items() if v}
         if series:
             fig = learning_curve(series)
-            self.client.log_figure(run_id, fig, "plots/learning_curve.png")
-            import matplotlib.pyplot as plt
+            try:
+                self.client.log_figure(run_id, fig, "plots/learning_curve.png")
+            finally:
+                import matplotlib.pyplot as plt
 
-            plt.close(fig)
+                plt.close(fig)
+
+
+# one outbox per search folder in this process: the Tune callbacks restored from Ray's
+# snapshot are unpickled by Tune, so they find the driver's outbox here
+_OUTBOXES: dict[str, Outbox] = {}
+
+
+def open_outbox(settings: SearchSettings, echo: Callable[[str], None] = print, writer: Writer | None = None) -> Outbox:
+    """The search's outbox, opened once per driver; it sends first what an earlier driver left."""
+    key = str(settings.folder)
+    if key not in _OUTBOXES:
+        _OUTBOXES[key] = Outbox(settings.folder / OUTBOX_FILE, writer or Writer(settings),
+                                where=redact_uri(settings.tracking_uri), echo=echo,
+                                limit=settings.tracking_outage_limit)
+    return _OUTBOXES[key]
+
+
+def close_outbox(settings: SearchSettings) -> int:
+    """Stop the search's outbox; returns how many writes stay in its file for `mixtune sync`."""
+    box = _OUTBOXES.pop(str(settings.folder), None)
+    return box.close() if box is not None else 0
+
+
+class MLflowTrials(tune.Callback):
+    """Tune callback: a nested MLflow run per trial under the search's parent run.
+
+    It only puts ops in the search's outbox (`open_outbox`), which returns at once: the Tune
+    loop never waits for MLflow, and an unreachable server holds up no trial.
+    """
+
+    def __init__(self, settings):
+        self.settings = settings  # a SearchSettings: store, parent run, experiment, base config, metric
+        self._opened: set[str] = set()  # trials whose run op was put by this driver
+        self._last: dict[str, int] = {}  # trial id -> last step put by this driver
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with the Tuner
+        return {"settings": self.settings}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["settings"])
+
+    @property
+    def outbox(self) -> Outbox:
+        key = str(self.settings.folder)
+        if key not in _OUTBOXES:
+            self.settings.folder.mkdir(parents=True, exist_ok=True)
+        return open_outbox(self.settings)
+
+    def _open(self, trial) -> None:
+        if trial.trial_id in self._opened:
+            return
+        from trainables.trainable import trial_config
+
+        s = self.settings
+        cpus = trial.placement_group_factory.required_resources.get("CPU", 1)
+        cfg = trial_config(s.base, trial.config, cpus)  # the config the trial runs
+        searched = sorted(k for k in trial.config if k in TrainConfig.__dataclass_fields__)
+        self.outbox.put({
+            "op": "trial", "trial": trial.trial_id,
+            "tags": {"mlflow.parentRunId": s.parent_run_id, TRIAL_TAG: trial.trial_id, SEARCH_TAG: s.name,
+                     ROLE_TAG: "trial", "method": cfg.method, "dataset": cfg.dataset, "labels": cfg.labels,
+                     "state": "RUNNING"},
+            "params": {k: "None" if v is None else str(v)[:6000] for k, v in cfg.to_dict().items()},
+            "searched": ",".join(searched),
+        })
+        self._opened.add(trial.trial_id)
+
+    # ------------------------------------------------------------------ Tune hooks
+    def on_trial_start(self, iteration, trials, trial, **info):
+        LIVE_TRIALS[trial.trial_id] = trial
+        self._open(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        LIVE_TRIALS[trial.trial_id] = trial
+        self._open(trial)
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        if step <= self._last.get(trial.trial_id, 0):
+            return  # a restored trial re-reports its checkpoint's epoch
+        self._last[trial.trial_id] = step
+        tags = {"node_id": str(result["node_id"])} if "node_id" in result else {}
+        self.outbox.put({"op": "metrics", "trial": trial.trial_id, "step": step, "time": int(time.time() * 1000),
+                         "metrics": metrics_from_result(result), "tags": tags})
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        from tuner.faults import node_losses
+
+        if node_losses(trial):
+            self._open(trial)
+            self.outbox.put({"op": "tags", "trial": trial.trial_id, "tags": {"node_losses": str(node_losses(trial))}})
+
+    def _finish(self, trial, status: str, state: str, error: str | None = None) -> None:
+        self._open(trial)
+        tags = {"state": state}
+        if error:
+            tags["error"] = error[:5000]
+        last = trial.last_result or {}
+        epochs = self.settings.epochs
+        if status == "FINISHED" and epochs and last.get("epoch", epochs) < epochs:
+            tags = {"state": "STOPPED_EARLY"}
+        self.outbox.put({"op": "end", "trial": trial.trial_id, "status": status, "tags": tags})
+        self.outbox.put({"op": "curve", "trial": trial.trial_id})
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finish(trial, "FINISHED", "COMPLETED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial, "FAILED", "FAILED", error=_trial_error(trial))
 
 
 def _trial_error(trial) -> str:
