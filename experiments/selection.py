@@ -99,20 +99,48 @@ def sample_configs(preset: str, seed: int, n: int, base: TrainConfig, n_train: i
     return points
 
 
-def store_path(cfg: TrainConfig) -> Path:
-    key = json.dumps({k: v for k, v in cfg.to_dict().items() if k not in ("cache_dir", "device")}, sort_keys=True)
-    digest = hashlib.sha256(f"selection-v{VERSION}|{key}".encode()).hexdigest()[:32]
-    return default_cache_dir() / "selection" / f"{digest}.json"
+STORE_EXCLUDED = ("cache_dir", "data_dir", "device")  # where things live, not what is trained
+
+
+def store_key(config: dict[str, Any]) -> str:
+    """The fields that differ from TrainConfig's defaults: a field added later with a default
+    that keeps behaviour (as image_size was) leaves every stored trial's key unchanged."""
+    defaults = TrainConfig().to_dict()
+    return json.dumps({k: v for k, v in sorted(config.items())
+                       if k not in STORE_EXCLUDED and v != defaults.get(k)}, sort_keys=True)
+
+
+def store_root() -> Path:
+    return default_cache_dir() / "selection"
+
+
+_INDEX: dict[str, Path] | None = None
+
+
+def stored(cfg: TrainConfig) -> dict[str, Any] | None:
+    """The stored trial of cfg, found by its key among every entry's own recorded config."""
+    global _INDEX
+    if _INDEX is None:
+        _INDEX = {}
+        for path in store_root().glob("*.json"):
+            try:
+                _INDEX[store_key(json.loads(path.read_text())["config"])] = path
+            except (OSError, ValueError, KeyError):
+                continue  # a damaged entry: its trial is trained again
+    path = _INDEX.get(store_key(cfg.to_dict()))
+    if path is None:
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def run_trial(cfg: TrainConfig, dataset: Dataset) -> dict[str, Any]:
     """Per-epoch validation metrics, the final test accuracy and the final true validation accuracy."""
-    path = store_path(cfg)
-    if path.exists():
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            pass  # a damaged entry: train again
+    found = stored(cfg)
+    if found is not None:
+        return found
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     data = prepare(cfg, dataset, device)
@@ -125,7 +153,8 @@ def run_trial(cfg: TrainConfig, dataset: Dataset) -> dict[str, Any]:
         "seconds": time.perf_counter() - t0,
         "config": {k: v for k, v in cfg.to_dict().items() if k not in ("cache_dir", "data_dir")},
     }
-    write_text_atomic(path, json.dumps(out))
+    digest = hashlib.sha256(f"selection-v{VERSION}|{store_key(cfg.to_dict())}".encode()).hexdigest()[:32]
+    write_text_atomic(store_root() / f"{digest}.json", json.dumps(out))
     return out
 
 
