@@ -24,6 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -60,6 +61,52 @@ GUARD = textwrap.dedent('''
             return spec
 
     sys.meta_path.insert(0, _NoDatasetFiles())
+
+
+    class _PacedEpochs(importlib.abc.MetaPathFinder):
+        """When <guard>/pace holds seconds: after each epoch a trial reports, it marks the node
+        and trial it ran on (<guard>/epochs/<node>-<trial>-<epoch>) and sleeps that long."""
+
+        def find_spec(self, name, path, target=None):
+            if name != "trainables.trainable":
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+            if spec is None:
+                return None
+            run = spec.loader.exec_module
+
+            def exec_module(module):
+                run(module)
+                real_fit = module.fit
+
+                def fit(cfg, dataset, on_epoch=None, resume=None):
+                    import time
+
+                    import ray
+                    from ray import tune
+
+                    folder = os.environ["MIXTUNE_TEST_GUARD"]
+                    try:
+                        pace = float(open(os.path.join(folder, "pace")).read())
+                    except OSError:
+                        return real_fit(cfg, dataset, on_epoch, resume=resume)
+                    node = ray.get_runtime_context().get_node_id()
+                    trial = tune.get_context().get_trial_id()
+                    os.makedirs(os.path.join(folder, "epochs"), exist_ok=True)
+
+                    def paced(metrics, make_state):
+                        on_epoch(metrics, make_state)  # returns once the driver has the result
+                        open(os.path.join(folder, "epochs", f"{node}-{trial}-{int(metrics['epoch'])}"), "w").close()
+                        time.sleep(pace)
+
+                    return real_fit(cfg, dataset, paced, resume=resume)
+
+                module.fit = fit
+
+            spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, _PacedEpochs())
 ''')
 
 # asks the cluster which node holds which custom resource; run as its own short-lived driver
@@ -126,7 +173,8 @@ def node_ports() -> list[str]:
 
 @pytest.fixture
 def two_nodes(tmp_path, request):
-    """(address, {"node_a": id, "node_b": id}, guard folder, MLflow URI); nodes stopped afterwards.
+    """(address, {"node_a": id, "node_b": id}, guard folder, MLflow URI, {"node_a": its `ray start`, ...});
+    nodes stopped afterwards.
 
     The session's `mlflow_server` is asked for while the head boots: both take tens of seconds.
     """
@@ -157,7 +205,7 @@ def two_nodes(tmp_path, request):
         assert probe.returncode == 0, probe.stderr[-2000:]
         ids = json.loads(probe.stdout.strip().splitlines()[-1])
         assert set(ids) == {"node_a", "node_b"}, f"the cluster did not come up with both nodes: {ids}"
-        yield address, ids, guard, mlflow_uri
+        yield address, ids, guard, mlflow_uri, {"node_a": nodes[0], "node_b": nodes[1]}
     finally:
         sids = {p.pid for p in nodes}  # start_new_session: each node's session id is its `ray start` pid
         for p in reversed(nodes):  # the second node first, then the head
@@ -184,7 +232,7 @@ def two_nodes(tmp_path, request):
 
 
 def test_search_spreads_trials_over_two_nodes(tmp_path, two_nodes):
-    address, node_ids, guard, mlflow_server = two_nodes
+    address, node_ids, guard, mlflow_server, _ = two_nodes
     name = f"multinode-{uuid.uuid4().hex[:8]}"
     shared = tmp_path / "shared"  # --storage-path: a folder every node reaches
     samples = 4
@@ -223,3 +271,101 @@ def test_search_spreads_trials_over_two_nodes(tmp_path, two_nodes):
         reported |= {line["node_id"] for line in lines}
         assert list(d.glob("checkpoint_*/state.pt")), f"{d.name} has no checkpoint in the shared folder"
     assert reported == set(node_ids.values())
+
+
+def test_lost_worker_node_trials_go_on_from_their_checkpoints(tmp_path, two_nodes):
+    """A spot node vanishes: node B's raylet, workers and all are SIGKILLed while a trial runs there.
+
+    Epochs are paced (0.4 s each, a marker per epoch names the node) so the kill lands in the
+    middle of a trial on B. The search goes on with node A alone; the trial that was on B
+    continues from its last checkpoint there without using up --max-failures (0).
+    """
+    address, node_ids, guard, mlflow_server, procs = two_nodes
+    (guard / "pace").write_text("0.4")
+    name = f"nodeloss-{uuid.uuid4().hex[:8]}"
+    shared = tmp_path / "shared"
+    folder = tmp_path / "results" / name
+    samples, epochs = 4, 6
+    cmd = [sys.executable, "-m", "tuner.cli", "search", "--address", address, "--space", "icm",
+           "--num-samples", str(samples), "--epochs", str(epochs), "--grace-period", str(epochs), "--hidden", "32",
+           "--num-threads", "1", "--max-concurrent", "2", "--cpus-per-trial", "1", "--name", name,
+           "--experiment", name, "--tracking-uri", mlflow_server, "--results-dir", str(tmp_path / "results"),
+           "--storage-path", str(shared)]
+    env = {k: v for k, v in os.environ.items() if k not in ("MIXTUNE_TEST_GUARD", "MLFLOW_TRACKING_URI")}
+    env.update(RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                        env.get("PYTHONPATH")])))
+    log = open(tmp_path / "driver.log", "w")
+    driver = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+                              start_new_session=True)
+    try:
+        b = node_ids["node_b"]
+        deadline = time.time() + 240
+        while True:  # a trial on B has reported (and checkpointed) its second epoch
+            marks = [m.name for m in (guard / "epochs").glob(f"{b}-*")] if (guard / "epochs").exists() else []
+            on_b = [m.rsplit("-", 2) for m in marks]
+            started = [(t, int(e)) for _, t, e in on_b]
+            if any(e >= 2 for _, e in started):
+                break
+            assert driver.poll() is None, (tmp_path / "driver.log").read_text()
+            assert time.time() < deadline, "no trial reached its second epoch on node B"
+            time.sleep(0.05)
+        # as a reclaimed machine vanishes: every process of node B, SIGKILL, by its own pid
+        victims = session_members({procs["node_b"].pid})
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        killed_at = time.time()
+        assert any("raylet" in c for c in victims.values()), victims
+        rc = driver.wait(timeout=300)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+        log.close()
+    out = (tmp_path / "driver.log").read_text()
+    assert rc == 0, out[-4000:]
+    assert f"search {name} finished: {samples} trials (0 failed)" in out, out[-3000:]
+    # the trials on B at the kill: the last epoch each had reached there
+    reached: dict[str, int] = {}
+    for t, e in started:
+        reached[t] = max(reached.get(t, 0), e)
+    lost = {t: e for t, e in reached.items()
+            if not (guard / "epochs" / f"{b}-{t}-{epochs}").exists()}  # had not finished on B
+    assert lost, f"no trial was running on node B when it was killed: {reached}"
+    for t, e in lost.items():
+        note = [ln for ln in out.splitlines() if ln.startswith(f"trial {t}: its node {b[:12]} was lost")]
+        assert len(note) == 1, out[-3000:]
+        assert "not counted in --max-failures" in note[0] and "node loss 1 of 3" in note[0]
+
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`mixtune.search` = '{name}'")
+    trials = {r.data.tags["mixtune.trial_id"]: r for r in runs if r.data.tags.get("mixtune.role") == "trial"}
+    assert len(trials) == samples and all(r.info.status == "FINISHED" for r in runs)
+    for tid, run in trials.items():
+        # every trial reached its end; one metric point per epoch, no duplicate, no gap
+        for metric in ("epoch", "val_scel"):
+            assert sorted(m.step for m in client.get_metric_history(run.info.run_id, metric)) == \
+                list(range(1, epochs + 1)), (tid, metric)
+        results = [json.loads(x) for x in (shared / name / f"trial_{tid}" / "result.json").read_text().splitlines()]
+        series = [(r["epoch"], r["node_id"]) for r in results]
+        assert series[-1][0] == epochs
+        if tid not in lost:
+            assert [e for e, _ in series] == list(range(1, epochs + 1)), series
+            continue
+        # on B up to the kill, then on A from its last checkpoint: the epoch count does not restart
+        switch = next(i for i, (_, node) in enumerate(series) if node != b)
+        before, after = series[:switch], series[switch:]
+        assert [e for e, _ in before] == list(range(1, len(before) + 1)) and before[-1][0] >= lost[tid]
+        assert {node for _, node in after} == {node_ids["node_a"]}
+        assert after[0][0] == before[-1][0], series  # the checkpoint's epoch, re-reported once
+        assert [e for e, _ in after[1:]] == list(range(before[-1][0] + 1, epochs + 1)), series
+        assert run.data.tags["node_losses"] == "1" and run.data.tags["node_id"] == node_ids["node_a"]
+        assert run.data.tags["state"] == "COMPLETED"
+
+    study = optuna.load_study(study_name=f"mixtune-{name}", storage=f"sqlite:///{folder / 'optuna.db'}")
+    assert len(study.trials) == samples and all(t.state.name == "COMPLETE" for t in study.trials)
+    assert time.time() - killed_at < 200

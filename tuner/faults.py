@@ -53,16 +53,32 @@ def _cause(exc: BaseException | None) -> BaseException | None:
     return exc
 
 
-def dead_nodes(ids: set[str]) -> set[str]:
-    """Those of these Ray node ids that the cluster reports dead (one GCS query)."""
+def _raylet_answers(node: dict[str, Any], timeout: float) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((node["NodeManagerAddress"], int(node["NodeManagerPort"])), timeout=timeout):
+            return True
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+def dead_nodes(ids: set[str], timeout: float = 2.0) -> set[str]:
+    """Those of these Ray node ids that are gone: dead to the cluster, or whose raylet does not answer.
+
+    The trial's error can arrive before the GCS has missed enough of the node's heartbeats
+    (about 15 s by default) to call it dead, so its raylet is asked directly: a node whose
+    raylet refuses connections, or does not answer within `timeout`, is gone.
+    """
     import ray
 
     if not ids or not ray.is_initialized():
         return set()
     try:
-        return {n["NodeID"] for n in ray.nodes() if n["NodeID"] in ids and not n["Alive"]}
+        nodes = [n for n in ray.nodes() if n["NodeID"] in ids]
     except Exception:  # the GCS itself is unreachable: nothing can be said about the nodes
         return set()
+    return {n["NodeID"] for n in nodes if not n["Alive"] or not _raylet_answers(n, timeout)}
 
 
 def classify(exc: BaseException | None, trial: Any) -> tuple[str, str] | None:

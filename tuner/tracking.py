@@ -28,9 +28,10 @@ from tuner.outbox import OUTBOX_FILE, Outbox
 from tuner.settings import SearchSettings
 
 # MLflow's HTTP client retries for minutes by default. A request should fail within seconds
-# instead: the outbox retries an unreachable server for as long as the search allows
-FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
-                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+# instead: the outbox retries an unreachable server for as long as the search allows. And no
+# "View run ... at" line per run on stdout, amid the progress lines
+CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+              "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 TRIAL_TAG = "mixtune.trial_id"
 SEARCH_TAG = "mixtune.search"
@@ -103,7 +104,7 @@ def _check_writable_file(path: Path, shown: str, folder: bool = False) -> None:
 def client(uri: str):
     import os
 
-    for k, v in FAST_FAIL_ENV.items():
+    for k, v in CLIENT_ENV.items():
         os.environ.setdefault(k, v)
     import logging
 
