@@ -17,9 +17,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from trainables.core.clustering import cached_clusters  # noqa: E402
-from trainables.core.labels import complementary_targets, transition_matrix  # noqa: E402
 from trainables.core.metrics import noise_rate, pair_impurity  # noqa: E402
 from trainables.core.mixing import ClusterIndex, mix_targets, random_pairing  # noqa: E402
+from trainables.core.split import split_and_label  # noqa: E402
 
 from .runner import Runner, compare, data_key, mean_std, pm  # noqa: E402
 
@@ -76,17 +76,21 @@ def _noise_rates(targets: torch.Tensor, y: torch.Tensor, partner: torch.Tensor) 
 
 
 def noise_and_purity(r: Runner, dataset: str, features: str, k: int, seed: int, num_cl: int = 1) -> dict[str, float]:
-    """Noise of random vs intra-cluster pairs over the whole training set, and cluster purity."""
-    cfg = r.base(dataset, seed=seed, cl_type="multiple" if num_cl > 1 else "uniform", num_cl=num_cl)
+    """Noise of random vs intra-cluster pairs over the whole training split, and cluster purity.
+
+    The rows, their complementary labels and the clustering are those `fit` trains the same
+    config on: `split_and_label` (seeded by data_seed) and the cluster cache key of the
+    training rows (the validation rows never enter).
+    """
+    cfg = r.seeded(dataset, seed, cl_type="multiple" if num_cl > 1 else "uniform", num_cl=num_cl)
     ds = r.dataset(cfg)
-    y = ds.y_train
-    gen = torch.Generator().manual_seed(seed)  # the same draws as fit.prepare: same labels
-    Q = transition_matrix(ds.num_classes, cfg.cl_type, 0.0, gen)
-    targets = complementary_targets(y, ds.num_classes, cfg.cl_type, num_cl, 0.0, Q, gen)
+    split = split_and_label(cfg, ds)
+    y, targets = split.y_train, split.train_targets  # (N,), (N, C)
     pairing = torch.Generator().manual_seed(seed + 1)
-    idx = torch.arange(len(y))
+    idx = torch.arange(len(y))  # positions in the training rows, as fit's partners are
     rand = _noise_rates(targets, y, random_pairing(idx, pairing).partner)
-    cl = cached_clusters(ds.x_train, data_key(ds, idx), features, k, seed, cfg.pca_dim, r.profile.cache_dir)
+    x = ds.x_train[split.train_index]
+    cl = cached_clusters(x, data_key(ds, split.train_index), features, k, seed, cfg.pca_dim, r.profile.cache_dir)
     index = ClusterIndex(cl.assign)
     intra = _noise_rates(targets, y, index.partners(idx, pairing))
     counts = torch.zeros(k, ds.num_classes).index_put_((cl.assign, y), torch.ones(len(y)), accumulate=True)
@@ -104,7 +108,7 @@ def icm_section(r: Runner, out: Path) -> Section:
         "1. Intra-Cluster Mixup for complementary-label learning",
         f"Uniform single complementary labels (cl_type=uniform), SCL-NL unless stated (second loss URE-TNN; FWD "
         f"equals SCL-NL plus a constant under uniform labels, so it would add nothing), MLP {p.hidden}-{p.hidden}, "
-        f"Adam lr {p.lr}, batch {p.batch_size}, cosine schedule, alpha 1, ICM k=10 on PCA-32 features; "
+        f"Adam lr {p.lr}, batch {p.batch_size}, cosine schedule, alpha {p.alpha:g}, ICM k={p.k} on {p.cluster_features} features; "
         f"epochs {p.cll_epochs}; seeds {list(p.seeds)}; final-epoch test accuracy (%).",
     )
     # main comparison: none / mixup / icm x loss
