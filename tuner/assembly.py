@@ -26,6 +26,8 @@ def quiet_logs() -> None:
     # run), not a traceback on the console plus "Trials did not complete" at the end
     for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    # a storage path that cannot be written is one line naming it (faults.py), not Ray's traceback
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.CRITICAL)
 
 
 def trial_dirname(trial) -> str:
