@@ -47,10 +47,10 @@ from trainables.core.data import Dataset, load_dataset
 from trainables.core.files import write_text_atomic
 from trainables.core.fit import fit, predict, prepare, resolve_device
 
-VERSION = 1  # bump when fit changes what a stored trial holds
-CL_METRICS = ("val_scel", "val_ure", "val_acc_est")
-WINDOWS = (1, 3, 5)  # the last w epochs averaged
-MODES = {"val_scel": "min", "val_ure": "min", "val_acc_est": "max", "val_true_acc": "max", "test_acc": "max"}
+VERSION = 2  # bump when fit changes what a stored trial holds (2: val_scel_ts)
+CL_METRICS = ("val_scel_ts", "val_scel", "val_ure", "val_acc_est")
+WINDOWS = (1, 5)  # the last w epochs averaged
+MODES = {"val_scel_ts": "min", "val_scel": "min", "val_ure": "min", "val_acc_est": "max", "val_true_acc": "max", "test_acc": "max"}
 MARK_START, MARK_END = "<!-- selection:start -->", "<!-- selection:end -->"
 
 
@@ -124,7 +124,9 @@ def stored(cfg: TrainConfig) -> dict[str, Any] | None:
         _INDEX = {}
         for path in store_root().glob("*.json"):
             try:
-                _INDEX[store_key(json.loads(path.read_text())["config"])] = path
+                entry = json.loads(path.read_text())
+                if entry.get("version", 1) == VERSION:
+                    _INDEX[store_key(entry["config"])] = path
             except (OSError, ValueError, KeyError):
                 continue  # a damaged entry: its trial is trained again
     path = _INDEX.get(store_key(cfg.to_dict()))
@@ -151,6 +153,7 @@ def run_trial(cfg: TrainConfig, dataset: Dataset) -> dict[str, Any]:
         "test_acc": result.final["test_acc"],
         "val_true_acc": float((z.argmax(1) == data.y_val).float().mean()),  # the oracle's view of the same rows
         "seconds": time.perf_counter() - t0,
+        "version": VERSION,
         "config": {k: v for k, v in cfg.to_dict().items() if k not in ("cache_dir", "data_dir")},
     }
     digest = hashlib.sha256(f"selection-v{VERSION}|{store_key(cfg.to_dict())}".encode()).hexdigest()[:32]

@@ -176,7 +176,7 @@ def make_case(name: str, tmp: Path) -> tuple[list[str], str]:
         return ["search", "--dataset", "npz", "--data-dir", str(f), "--labels", "given", "--metric", "test_acc",
                 "--val-fraction", "0.2"], "the data has no test labels"
     if name == "mode_against_metric":
-        return ["search", "--mode", "max"], "--mode max contradicts val_scel, for which lower is better"
+        return ["search", "--mode", "max"], "--mode max contradicts val_scel_ts, for which lower is better"
     if name == "metric_not_selectable":
         return ["search", "--metric", "epoch_time"], "--metric 'epoch_time' is not a metric a search can select on"
     if name == "space_searches_data":

@@ -56,7 +56,7 @@ def check_runs(uri, name, folder):
         for metric in ("epoch", "val_scel", "train_loss"):
             assert steps(client, run, metric) == reported, (tid, metric)  # no duplicate, no gap
         assert run.data.params["seed"] == "0"
-    assert "best_val_scel" in parents[0].data.metrics
+    assert "best_val_scel_ts" in parents[0].data.metrics
     assert "best_config.yaml" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert len([t for t in optuna_trials(folder, name) if t.state.name == "COMPLETE"]) == SAMPLES
     return client, parents, trials
@@ -128,7 +128,7 @@ def test_server_down_past_the_limit_then_mixtune_sync(tmp_path, server):
     assert f"search {name}: sending " in sync_out and "its MLflow runs are complete" in sync_out
     assert not outbox.exists()
     client, parents, trials = check_runs(server.uri, name, folder)
-    best = min(trials, key=lambda r: r.data.metrics["val_scel"])  # every trial ran every epoch
+    best = min(trials, key=lambda r: r.data.metrics["val_scel_ts"])  # every trial ran every epoch
     assert parents[0].data.tags["best_trial_id"] == best.data.tags["mixtune.trial_id"]
     assert all(r.data.tags["state"] == "COMPLETED" for r in trials)
     assert "plots/learning_curve.png" in {a.path for a in client.list_artifacts(best.info.run_id, "plots")}

@@ -161,7 +161,7 @@ def test_sigint_then_sigkill_then_resume(tmp_path):
     finally:
         d.kill_group()
     killed_id = trial_id_of(line)
-    killed_value = float(line.split("val_scel ")[1].split()[0])  # the trial's own value, first on the line
+    killed_value = float(line.split("val_scel_ts ")[1].split()[0])  # the trial's own value, first on the line
     # the trap: Ray's snapshot still has that trial unfinished, Optuna has it COMPLETE
     assert ray_snapshot(folder)[killed_id] != "TERMINATED"
     states = {t.state.name for t in optuna_trials(folder, name)}
@@ -186,7 +186,7 @@ def test_sigint_then_sigkill_then_resume(tmp_path):
     assert {r.info.status for r in trials} == {"FINISHED"}
     assert first_id in ids and killed_id in ids
     killed = next(r for r in trials if r.data.tags["mixtune.trial_id"] == killed_id)
-    assert killed.data.metrics["val_scel"] == pytest.approx(killed_value, abs=1e-4)  # kept, not retrained
+    assert killed.data.metrics["val_scel_ts"] == pytest.approx(killed_value, abs=1e-4)  # kept, not retrained
     epochs = [m.step for m in client.get_metric_history(killed.info.run_id, "test_acc")]
     assert sorted(epochs) == [1, 2, 3]  # each epoch logged once despite the replay
     for r in trials:

@@ -39,8 +39,8 @@ def test_search_end_to_end_sqlite(tmp_path, capsys, ray_shutdown):
     assert f"[{n}/{n} done" in out and "mlflow ui --backend-store-uri" in out
     # the quick start selects on a validation metric from complementary labels, and says so,
     # with the test accuracy of the same trial beside it (a report, not the selection)
-    assert "selects on val_scel (min), from the validation split's complementary labels only, no true label read" in out
-    assert "best val_scel " in out and "(test_acc " in out
+    assert "selects on val_scel_ts (min), from the validation split's complementary labels only, no true label read" in out
+    assert "best val_scel_ts " in out and "(test_acc " in out
 
     # the Optuna study holds every trial, with its value
     study = optuna.load_study(study_name=settings.study_name, storage=settings.study_storage)
@@ -66,7 +66,7 @@ def test_search_end_to_end_sqlite(tmp_path, capsys, ray_shutdown):
     assert "COMPLETED" in states
 
     # the parent holds the summary: best metric, best config, plots, the best model
-    assert parent.data.metrics["trials"] == n and parent.data.tags["selection_metric"] == "val_scel"
+    assert parent.data.metrics["trials"] == n and parent.data.tags["selection_metric"] == "val_scel_ts"
     # with a sqlite store, artifacts live beside the database, not in ./mlruns of the cwd
     assert parent.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -81,23 +81,23 @@ def test_search_end_to_end_sqlite(tmp_path, capsys, ray_shutdown):
     (version,) = client.search_model_versions("name = 'mixtune-e2e-best'")
     assert version.run_id == parent.info.run_id
 
-    # the best trial is the completed one with the lowest validation SCEL, for the summary,
+    # the best trial is the completed one with the lowest temperature-scaled validation SCEL, for the summary,
     # compare and export-best alike
     best_run = min((r for r in trials if r.data.tags["state"] == "COMPLETED"),
-                   key=lambda r: r.data.metrics["val_scel"])
+                   key=lambda r: r.data.metrics["val_scel_ts"])
     assert parent.data.tags["best_trial_id"] == best_run.data.tags["mixtune.trial_id"]
-    assert parent.data.metrics["best_val_scel"] == pytest.approx(best_run.data.metrics["val_scel"])
+    assert parent.data.metrics["best_val_scel_ts"] == pytest.approx(best_run.data.metrics["val_scel_ts"])
 
     # compare prints the trials as a table, the selection metric first and best first
     assert main(["compare", str(settings.folder)]) == 0
     table = capsys.readouterr().out
     header = table.splitlines()[0].split()
-    assert header[:2] == ["trial", "state"] and "val_scel" in header and "test_acc" in header
-    assert header.index("val_scel") < header.index("test_acc")
+    assert header[:2] == ["trial", "state"] and "val_scel_ts" in header and "test_acc" in header
+    assert header.index("val_scel_ts") < header.index("test_acc")
     first = table.splitlines()[2].split()
-    assert float(first[header.index("val_scel")]) == pytest.approx(
-        min(r.data.metrics["val_scel"] for r in trials), abs=1e-4)
-    assert f"{min(10, n)} of {n} trials" in table and "the search selects on val_scel" in table
+    assert float(first[header.index("val_scel_ts")]) == pytest.approx(
+        min(r.data.metrics["val_scel_ts"] for r in trials), abs=1e-4)
+    assert f"{min(10, n)} of {n} trials" in table and "the search selects on val_scel_ts" in table
 
     # export-best + train --config reproduce the best trial's metrics exactly (CPU, same seed)
     best_yaml = tmp_path / "best.yaml"
@@ -107,7 +107,7 @@ def test_search_end_to_end_sqlite(tmp_path, capsys, ray_shutdown):
     assert main(["train", "--config", str(best_yaml), "--quiet", "--output", str(tmp_path / "retrain")]) == 0
     summary = json.loads((tmp_path / "retrain" / "summary.json").read_text())
     assert summary["final"]["test_acc"] == pytest.approx(best_run.data.metrics["test_acc"], abs=1e-9)
-    assert summary["final"]["val_scel"] == pytest.approx(best_run.data.metrics["val_scel"], abs=1e-6)
+    assert summary["final"]["val_scel_ts"] == pytest.approx(best_run.data.metrics["val_scel_ts"], abs=1e-6)
     # the Ray-side export agrees with the MLflow one
     ray_yaml = tmp_path / "best-ray.yaml"
     assert main(["export-best", str(settings.folder), "--source", "ray", "-o", str(ray_yaml)]) == 0

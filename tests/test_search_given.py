@@ -53,8 +53,8 @@ def test_permuting_test_labels_changes_no_selection(tmp_path, capsys, ray_shutdo
     b = write(tmp_path / "b.npz", x_train=xtr, cl_train=cl, x_test=xte, y_test=yte[perm])
     sa = search(tmp_path, a, "true-test")
     out = capsys.readouterr().out
-    assert "selects on val_scel (min), from the validation split's complementary labels only, no true label read" in out
-    assert "best val_scel " in out and "(test_acc " in out
+    assert "selects on val_scel_ts (min), from the validation split's complementary labels only, no true label read" in out
+    assert "best val_scel_ts " in out and "(test_acc " in out
     sb = search(tmp_path, b, "permuted-test")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ta, tb = trials_by_params(sa, uri), trials_by_params(sb, uri)
@@ -76,8 +76,8 @@ def test_search_train_and_export_without_test_labels(tmp_path, capsys, ray_shutd
     npz = write(tmp_path / "bare.npz", x_train=xtr, cl_train=three_cls(ytr))
     settings = search(tmp_path, npz, "bare")
     out = capsys.readouterr().out
-    assert "best val_scel " in out and "test_acc" not in out
-    assert settings.metric == "val_scel" and settings.base["labels"] == "given"
+    assert "best val_scel_ts " in out and "test_acc" not in out
+    assert settings.metric == "val_scel_ts" and settings.base["labels"] == "given"
     assert main(["compare", str(settings.folder)]) == 0
     table = capsys.readouterr().out
     assert "val_scel" in table.splitlines()[0] and "test_acc" not in table

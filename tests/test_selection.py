@@ -10,8 +10,8 @@ from tuner.settings import SearchError
 
 def test_defaults_read_no_true_label():
     assert resolve_metric(None, None, "complementary", val=True, test=True, train_labels=True) == \
-        ("val_scel", "min", None)
-    assert resolve_metric(None, None, "given", val=True, test=False, train_labels=False) == ("val_scel", "min", None)
+        ("val_scel_ts", "min", None)
+    assert resolve_metric(None, None, "given", val=True, test=False, train_labels=False) == ("val_scel_ts", "min", None)
     assert resolve_metric(None, None, "ordinary", val=True, test=True, train_labels=True) == ("val_acc", "max", None)
 
 

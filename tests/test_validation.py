@@ -94,7 +94,7 @@ def test_val_fraction_zero_means_no_val_metric(digits):
     off = fit(cfg(val_fraction=0.0, epochs=1), digits).final
     assert not [k for k in off if k.startswith("val_")] and "test_acc" in off
     on = fit(cfg(epochs=1), digits).final
-    assert {"val_scel", "val_ure", "val_acc_est"} <= set(on) and "val_acc" not in on
+    assert {"val_scel", "val_scel_ts", "val_ure", "val_acc_est"} <= set(on) and "val_acc" not in on
     ordinary = fit(cfg(epochs=1, labels="ordinary"), digits).final
     assert {"val_acc", "val_loss", "val_ece"} <= set(ordinary) and "val_scel" not in ordinary
 
@@ -110,7 +110,7 @@ def test_metric_table_says_what_each_run_can_report():
     assert selectable("ordinary", val=True, test=True, train_labels=True)[:4] == ["train_loss", "val_acc", "val_loss",
                                                                                   "val_ece"]
     given = selectable("given", val=True, test=False, train_labels=False)
-    assert given == ["train_loss", "val_scel", "val_ure", "val_acc_est"]
+    assert given == ["train_loss", "val_scel", "val_scel_ts", "val_ure", "val_acc_est"]
     assert {m for m, s in METRICS.items() if s.reads} == {"test_acc", "test_ece", "noise_rate", "pair_impurity"}
     assert all(s.meaning for s in METRICS.values())
 
@@ -151,6 +151,23 @@ def test_validation_metrics_match_a_plain_reimplementation(Q):
     got = complementary_validation(torch.tensor(logits), torch.tensor(targets, dtype=torch.float32), Qt,
                                    torch.linalg.inv(Qt.double()).float())
     assert [got["val_scel"].item(), got["val_ure"].item(), got["val_acc_est"].item()] == pytest.approx(want, rel=1e-5)
+
+
+def test_temperature_scaled_scel_is_the_best_scel_over_the_grid():
+    from trainables.core.metrics import TEMPERATURES, scel_ts_t
+
+    Q = [[0, 0.8, 0.2], [0.3, 0, 0.7], [0.6, 0.4, 0]]
+    # the last row's argmax is its CL: a confident mistake, so the best temperature is inside the grid
+    logits = [[2.0, 0.5, -1.0], [0.1, 0.3, 0.2], [-1.0, 2.5, 0.0], [0.0, 0.0, 3.0], [0.0, 2.0, 0.0]]
+    targets = [[0, 1, 0], [0.5, 0, 0.5], [0, 0, 1], [1, 0, 0], [0, 1, 0]]
+    want = min(plain_metrics([[v / t for v in z] for z in logits], targets, Q)[0] for t in TEMPERATURES)
+    z, tt, Qt = torch.tensor(logits), torch.tensor(targets, dtype=torch.float32), torch.tensor(Q)
+    got = scel_ts_t(z, tt, Qt).item()
+    assert got == pytest.approx(want, rel=1e-5) and got <= scel_t(z, tt, Qt).item() + 1e-7  # T = 1 is on the grid
+    assert 1.0 in [round(t, 6) for t in TEMPERATURES]
+    # calibration taken out: sharpening the logits by a grid step changes nothing
+    step = TEMPERATURES[21] / TEMPERATURES[20]
+    assert scel_ts_t(z * step, tt, Qt).item() == pytest.approx(got, rel=1e-4)
 
 
 def test_uniform_single_cl_estimate_is_one_minus_c_minus_one_times_hits():

@@ -129,7 +129,7 @@ def add_commands(sub) -> None:
     s.add_argument("--cpus-per-trial", type=float, default=1.0)
     s.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions pack trials on a GPU (0.25: four)")
     s.add_argument("--metric", default=None,
-                   help="what to select on (default: val_scel for complementary labels, val_acc for ordinary;"
+                   help="what to select on (default: val_scel_ts for complementary labels, val_acc for ordinary;"
                         " test_* read the test split's true labels and are taken only when named)")
     s.add_argument("--mode", default=None, choices=["max", "min"], help="default: the metric's own direction")
     s.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs before a trial may be stopped")

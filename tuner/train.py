@@ -21,7 +21,7 @@ def run_name(cfg: TrainConfig) -> str:
 
 
 # what a progress line shows, in order, with its short name and format
-EPOCH_FIELDS = (("train_loss", "loss", ".4f"), ("val_acc", "val_acc", ".4f"), ("val_scel", "val_scel", ".4f"),
+EPOCH_FIELDS = (("train_loss", "loss", ".4f"), ("val_acc", "val_acc", ".4f"), ("val_scel_ts", "val_scel_ts", ".4f"),
                 ("val_acc_est", "val_acc_est", ".4f"), ("test_acc", "test_acc", ".4f"), ("test_ece", "ece", ".3f"),
                 ("noise_rate", "noise", ".3f"), ("pair_impurity", "impurity", ".3f"))
 
@@ -67,7 +67,7 @@ def train_and_save(cfg: TrainConfig, out: Path | None = None, quiet: bool = Fals
     result = fit(cfg, dataset, on_epoch)
     save_results(result, out)
     f = result.final
-    shown = "  ".join(f"{k} {f[k]:.4f}" for k in ("val_acc", "val_scel", "val_acc_est", "test_acc", "test_ece") if k in f)
+    shown = "  ".join(f"{k} {f[k]:.4f}" for k in ("val_acc", "val_scel_ts", "val_acc_est", "test_acc", "test_ece") if k in f)
     print(
         f"done: {cfg.method} on {cfg.dataset} ({cfg.labels} labels, {cfg.resolved_loss}): {shown}  "
         f"{sum(h['epoch_time'] for h in result.history):.1f}s on {result.info['device']}"

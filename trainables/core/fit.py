@@ -184,7 +184,7 @@ def evaluate(model: torch.nn.Module, data: TrainData, autocast) -> dict[str, flo
 
     Computed on the device; one host sync for all of them. Validation with ordinary labels:
     val_acc, val_loss, val_ece; with complementary labels (generated or given), only their
-    CLs and Q: val_scel, val_ure, val_acc_est (metrics.py). Test: test_acc, test_ece.
+    CLs and Q: val_scel, val_scel_ts, val_ure, val_acc_est (metrics.py). Test: test_acc, test_ece.
     """
     values: dict[str, Tensor] = {}
     if len(data.x_val):
