@@ -27,7 +27,6 @@ File lines: `{"seq": n, "op": {...}}` for an op, `{"ack": n}` once op n was sent
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections import deque
@@ -220,12 +219,3 @@ class Outbox:
             self._down_since = None
             self.echo(f"MLflow at {self.where} is back after {seconds:.0f}s; sending the {len(self)} "
                       "writes kept meanwhile, in order")
-
-
-def remove_if_empty(path: Path) -> None:
-    """Delete an outbox file that holds nothing pending."""
-    if not pending(path):
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
