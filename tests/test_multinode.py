@@ -1,4 +1,5 @@
-"""A real two-node Ray cluster on loopback: `mixtune search --address` spreads trials over both.
+"""A real two-node Ray cluster on loopback: `mixtune search --address` spreads trials over both,
+and goes on with one node when the other vanishes (its processes SIGKILLed mid-trial).
 
 Two `ray start --block` processes (a head and a second node), each with one CPU and a custom
 resource naming it, each in its own temp dir and process session. The search runs as a
