@@ -64,15 +64,18 @@ def argv(root, name):
 
 
 def outcomes(root, name) -> list[tuple[dict, int, float]]:
-    """Per trial of the search, in the order Optuna proposed them: (params, last epoch, last val_scel)."""
+    """Per trial of the search, in the order Optuna proposed them: (params, last epoch, last metric)."""
+    from tuner.settings import SearchSettings
+
     folder = root / "results" / name
+    metric = SearchSettings.load(folder).metric
     lasts = [ray_results(d)[-1] for d in folder.glob("trial_*")]
     out = []
     for t in optuna_trials(folder, name):
         if t.state.name != "COMPLETE":
             continue  # an orphan (started after Ray's last snapshot) is not one of the search's trials
         (last,) = [r for r in lasts if all(r["config"].get(k) == v for k, v in t.params.items())]
-        epoch, value = last["epoch"], last["val_scel"]
+        epoch, value = last["epoch"], last[metric]
         assert t.value == pytest.approx(value, abs=1e-9)
         out.append((t.params, epoch, value))
     return out
