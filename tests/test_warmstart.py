@@ -1,0 +1,87 @@
+"""Warm-start planning against real files: an earlier search's state and sqlite study, exported configs."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from search_spaces.presets import SpaceContext, get_preset
+from trainables.core.config import TrainConfig
+from tuner.settings import SearchError, SearchSettings
+from tuner.warmstart import WARM_TAG, apply, plan, space_distributions
+
+
+def earlier_search(root, name="old", preset="icm", n=5, metric="val_scel_ts", mode="min"):
+    """A finished search's folder: mixtune.json and an Optuna study of n COMPLETE trials of the preset."""
+    s = SearchSettings(name=name, space=preset, base=TrainConfig().to_dict(), metric=metric, mode=mode,
+                       results_dir=str(root))
+    s.folder.mkdir(parents=True)
+    s.save()
+    study = optuna.create_study(study_name=s.study_name, storage=s.study_storage,
+                                sampler=optuna.samplers.RandomSampler(seed=1))
+    space = get_preset(preset, SpaceContext(max_k=200))
+    for i in range(n):
+        t = study.ask()
+        space(t)
+        study.tell(t, 2.0 + i / 10)
+    return s, study
+
+
+def new_settings(root, preset="icm", metric="val_scel_ts", mode="min"):
+    return SearchSettings(name="new", space=preset, base=TrainConfig().to_dict(), metric=metric, mode=mode,
+                          results_dir=str(root)), get_preset(preset, SpaceContext(max_k=200))
+
+
+def test_space_distributions_cover_every_branch():
+    dists, fixed = space_distributions(get_preset("all", SpaceContext(max_k=200)))
+    assert fixed == {}  # `all` suggests the method; icm fixes it
+    assert space_distributions(get_preset("icm", SpaceContext(max_k=200)))[1] == {"method": ["icm"]}
+    assert {"method", "alpha", "k", "K", "mix_level", "contrastive_weight", "loss", "lr", "weight_decay"} <= set(dists)
+
+
+def test_prior_trials_enter_the_new_study(tmp_path):
+    old, study = earlier_search(tmp_path)
+    settings, space = new_settings(tmp_path)
+    warm = plan(["old"], settings, space)  # by name under the results folder
+    assert len(warm.prior) == 5 and not warm.points
+    assert "5 finished trials of old added" in warm.notes[-1]
+    settings.folder.mkdir()
+    apply(warm, settings)
+    new = optuna.load_study(study_name=settings.study_name, storage=settings.study_storage)
+    assert [t.params for t in new.trials] == [t.params for t in study.trials]
+    assert [t.value for t in new.trials] == [t.value for t in study.trials]
+    assert all(t.user_attrs[WARM_TAG].startswith("old#") for t in new.trials)
+
+
+def test_spaces_that_do_not_share_parameters(tmp_path):
+    earlier_search(tmp_path, preset="multimix")  # K, mix_level: not in icm's space
+    settings, space = new_settings(tmp_path, preset="icm")
+    with pytest.raises(SearchError, match=r"--warm-start old: the spaces do not share K=.*mix_level=.*"
+                                          r"use --warm-start-partial"):
+        plan(["old"], settings, space)
+    warm = plan(["old"], settings, space, partial=True)
+    assert len(warm.prior) == 5 and all(set(t.params) == {"alpha", "loss", "lr", "weight_decay"} for t in warm.prior)
+    assert any("dropped K, mix_level" in n for n in warm.notes)
+
+
+def test_other_metric_is_refused(tmp_path):
+    earlier_search(tmp_path, metric="val_acc_est", mode="max")
+    settings, space = new_settings(tmp_path)
+    with pytest.raises(SearchError, match="selected on val_acc_est .max.; this search selects on val_scel_ts"):
+        plan(["old"], settings, space)
+
+
+def test_exported_configs_are_evaluated_first(tmp_path):
+    settings, space = new_settings(tmp_path)
+    good = TrainConfig(method="icm", k=17, alpha=0.5, loss="fwd", lr=3e-3, weight_decay=1e-5, num_threads=1)
+    good.to_yaml(tmp_path / "best.yaml")
+    warm = plan([str(tmp_path / "best.yaml")], settings, space)
+    assert warm.points == [{"k": 17, "alpha": 0.5, "loss": "fwd", "lr": 3e-3, "weight_decay": 1e-5}]
+    other = good.replace(hidden=64, k=5000)  # a fixed field the space cannot vary, a k outside its range
+    other.to_yaml(tmp_path / "other.yaml")
+    with pytest.raises(SearchError, match=r"the spaces do not share hidden=64, k=5000 \(outside the new range\)"):
+        plan([str(tmp_path / "other.yaml")], settings, space)
+    warm = plan([str(tmp_path / "other.yaml")], settings, space, partial=True)
+    assert "k" not in warm.points[0] and warm.points[0]["loss"] == "fwd"
+    with pytest.raises(SearchError, match="no such config file"):
+        plan([str(tmp_path / "nope.yaml")], settings, space)
