@@ -75,7 +75,14 @@ def make_trainable(settings: SearchSettings, dataset: Dataset):
     return tune.with_resources(fn, resources)
 
 
-def make_tuner(settings: SearchSettings, space: Callable, dataset: Dataset, callbacks: list):
+def make_tuner(settings: SearchSettings, space: Callable, dataset: Dataset, callbacks: list,
+               points: list | None = None):
+    """The Tuner; `points` (searched params of exported configs) are evaluated first.
+
+    Several metrics: TPE (Optuna's multi-objective TPE) proposes along their Pareto front,
+    and ASHA stops on the first metric alone (it cannot rank on several); the best trial is
+    not one trial but a front (`pareto.py`).
+    """
     from ray import tune
 
     from tuner.scheduler import JOURNAL_FILE, JournaledASHA
@@ -84,6 +91,8 @@ def make_tuner(settings: SearchSettings, space: Callable, dataset: Dataset, call
     epochs = settings.epochs
     scheduler = JournaledASHA(
         journal=str(settings.folder / JOURNAL_FILE),
+        metric=settings.metrics[0],
+        mode=settings.modes[0],
         max_node_losses=settings.max_node_losses,
         time_attr="epoch",
         max_t=epochs,
@@ -93,9 +102,7 @@ def make_tuner(settings: SearchSettings, space: Callable, dataset: Dataset, call
     return tune.Tuner(
         make_trainable(settings, dataset),
         tune_config=tune.TuneConfig(
-            metric=settings.metric,
-            mode=settings.mode,
-            search_alg=make_searcher(settings, space),
+            search_alg=make_searcher(settings, space, points),
             scheduler=scheduler,
             num_samples=settings.num_samples,
             max_concurrent_trials=settings.max_concurrent,

@@ -13,13 +13,13 @@ import socket
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from trainables.core.clustering import default_cache_dir
 from trainables.core.config import TrainConfig
 from trainables.core.data import Dataset, load_dataset
 from trainables.core.split import split_and_label
-from tuner.selection import resolve_metric
+from tuner.selection import resolve_metrics
 from tuner.settings import SearchError, SearchSettings, check_name, default_tracking_uri
 from tuner.space import build_space
 
@@ -31,7 +31,8 @@ class CheckedSearch:
     settings: SearchSettings
     dataset: Dataset
     space: Callable
-    note: str | None  # set when the metric reads true labels
+    notes: list[str]  # to print: a metric that reads true labels, what ASHA does with several, warm starts
+    warm: Any = None  # warmstart.WarmStart of a new search (None on resume: its study has them already)
 
 
 def check_results_dir(path: Path, what: str = "results folder") -> None:
@@ -75,8 +76,8 @@ def check_numbers(settings: SearchSettings) -> None:
     if settings.max_node_losses < -1 or not settings.tracking_outage_limit >= 0:
         raise SearchError(f"max_node_losses={settings.max_node_losses} must be >= -1 (-1: no limit) and "
                           f"tracking_outage_limit={settings.tracking_outage_limit} >= 0 seconds")
-    if settings.mode not in (None, "max", "min"):
-        raise SearchError(f"mode must be max or min, not {settings.mode!r}")
+    if settings.mode is not None and not set(settings.mode.split(",")) <= {"max", "min"}:
+        raise SearchError(f"mode must be max or min (comma-separated for several metrics), not {settings.mode!r}")
 
 
 def check_search(settings: SearchSettings) -> CheckedSearch:
@@ -100,9 +101,15 @@ def check_search(settings: SearchSettings) -> CheckedSearch:
     dataset = load_dataset(base)
     # the labels this config asks for exist, and the validation split is large enough
     train_rows = split_and_label(base, dataset).train_index
-    settings.metric, settings.mode, note = resolve_metric(
+    settings.metric, settings.mode, notes = resolve_metrics(
         settings.metric, settings.mode, base.labels, val=base.val_fraction > 0, test=dataset.has_test,
         train_labels=dataset.y_train is not None,
     )
     space = build_space(settings, n_train=len(train_rows), num_classes=dataset.num_classes)
-    return CheckedSearch(settings, dataset, space, note)
+    warm = None
+    if settings.parent_run_id is None:  # a new search; a resumed one has its study already
+        from tuner.warmstart import plan
+
+        warm = plan(settings.warm_start, settings, space, partial=settings.warm_start_partial)
+        notes += warm.notes
+    return CheckedSearch(settings, dataset, space, notes, warm)

@@ -61,6 +61,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         seed=args.search_seed,
         register_model=args.register_model,
         checkpoint_every=args.checkpoint_every,
+        warm_start=list(args.warm_start or []),
+        warm_start_partial=args.warm_start_partial,
     )
     outcome = run_search(settings)
     print_outcome(settings, outcome)
@@ -95,7 +97,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from tuner.compare import compare
 
     folder = find_search(args.search, args.results_dir)
-    print(compare(folder, tracking_uri=args.tracking_uri, method=args.method, sort=args.sort, top=args.top))
+    print(compare(folder, tracking_uri=args.tracking_uri, method=args.method, sort=args.sort, top=args.top,
+                  pareto=args.pareto))
     return 0
 
 
@@ -103,10 +106,12 @@ def cmd_export_best(args: argparse.Namespace) -> int:
     from tuner.export import export_best
 
     folder = find_search(args.search, args.results_dir)
-    cfg, source = export_best(folder, source=args.source, tracking_uri=args.tracking_uri)
+    cfg, source = export_best(folder, source=args.source, tracking_uri=args.tracking_uri, trial=args.trial,
+                              within=args.within)
     out = Path(args.output)
     cfg.to_yaml(out)
-    print(f"wrote {out} (best trial from {source}); retrain it with: mixtune train --config {out}")
+    which = f"trial {args.trial}" if args.trial else "best trial" if args.within is None else f"front member (--within {args.within:g})"
+    print(f"wrote {out} ({which} from {source}); retrain it with: mixtune train --config {out}")
     return 0
 
 
@@ -130,8 +135,15 @@ def add_commands(sub) -> None:
     s.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions pack trials on a GPU (0.25: four)")
     s.add_argument("--metric", default=None,
                    help="what to select on (default: val_scel_ts for complementary labels, val_acc for ordinary;"
-                        " test_* read the test split's true labels and are taken only when named)")
-    s.add_argument("--mode", default=None, choices=["max", "min"], help="default: the metric's own direction")
+                        " test_* read the test split's true labels and are taken only when named); two or three,"
+                        " comma-separated (val_acc,val_ece), make a multi-objective search with a Pareto front")
+    s.add_argument("--mode", default=None,
+                   help="max or min, comma-separated per metric (default: each metric's own direction)")
+    s.add_argument("--warm-start", nargs="+", metavar="SEARCH_OR_YAML",
+                   help="start from earlier searches (folder or name: their finished trials join the study) "
+                        "and/or exported configs (.yaml: evaluated first)")
+    s.add_argument("--warm-start-partial", action="store_true",
+                   help="drop parameters the spaces do not share instead of refusing")
     s.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs before a trial may be stopped")
     s.add_argument("--reduction-factor", type=int, default=3, help="ASHA: keep 1/factor at each rung")
     s.add_argument("--max-failures", type=int, default=0,
@@ -172,6 +184,7 @@ def add_commands(sub) -> None:
     c.add_argument("--method", help="only trials of this method")
     c.add_argument("--sort", default=None, help="metric to sort by (default: the search's metric)")
     c.add_argument("--top", type=int, default=10)
+    c.add_argument("--pareto", action="store_true", help="only the Pareto front (searches of several metrics)")
     c.set_defaults(func=cmd_compare)
 
     e = sub.add_parser("export-best", help="write the best trial's TrainConfig as YAML")
@@ -181,5 +194,9 @@ def add_commands(sub) -> None:
     e.add_argument("--source", choices=["mlflow", "ray"], default="mlflow",
                    help="read the trials from MLflow (default) or from Ray's results")
     e.add_argument("--tracking-uri", help="override the search's tracking URI")
+    e.add_argument("--trial", help="export this trial (its id, as compare shows it) instead of the best")
+    e.add_argument("--within", type=float,
+                   help="several metrics: the front member with the best first metric among those whose second "
+                        "metric is within this distance of the front's best second metric")
     e.set_defaults(func=cmd_export_best)
 

@@ -45,16 +45,30 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def front_runs(settings: SearchSettings, runs: list) -> list:
+    """The FINISHED runs on the Pareto front (among those that ran every epoch, when any did)."""
+    from tuner.pareto import pareto_front
+
+    rows = [{"metrics": r.data.metrics, "run": r} for r in runs if r.info.status == "FINISHED"]
+    full = [x for x in rows if x["metrics"].get("epoch") == settings.epochs]
+    return [x["run"] for x in pareto_front(full or rows, settings.metrics, settings.modes)]
+
+
 def compare(folder: Path, tracking_uri: str | None = None, method: str | None = None, sort: str | None = None,
-            top: int = 10) -> str:
+            top: int = 10, pareto: bool = False) -> str:
+    """The top trials as a table; `pareto`: only the Pareto front of a search of several metrics."""
     settings = SearchSettings.load(folder)
-    sort = sort or settings.metric
+    if pareto and not settings.multi:
+        raise SearchError(f"--pareto needs a search of several metrics; {settings.name} selects on {settings.metric}")
+    sort = sort or settings.metrics[0]
     if sort not in METRICS or not METRICS[sort].mode:
         raise SearchError(f"--sort {sort!r} is not a metric; use one of "
                           f"{', '.join(m for m, s in METRICS.items() if s.mode)}")
     runs = search_trial_runs(settings, tracking_uri)
     if method:
         runs = [r for r in runs if r.data.tags.get("method") == method]
+    if pareto:
+        runs = front_runs(settings, runs)
     sign = -1.0 if METRICS[sort].mode == "max" else 1.0  # the best first, trials without the metric last
 
     def key(r):
@@ -73,7 +87,8 @@ def compare(folder: Path, tracking_uri: str | None = None, method: str | None = 
                     + [_param(r.data.params.get(p, "-")) for p in searched]
                     + [_fmt(r.data.metrics.get(m)) for m in columns])
     uri = tracking.redact_uri(tracking_uri or settings.tracking_uri)
-    shown = f"{min(top, len(runs))} of {len(runs)} trials" + (f" with method={method}" if method else "")
+    shown = (f"{min(top, len(runs))} of {len(runs)} {'Pareto-front ' if pareto else ''}trials"
+             + (f" with method={method}" if method else ""))
     foot = f"\n{shown} of search {settings.name}, sorted by {sort} (best first); the search selects on {settings.metric}.\n"
     if uri.startswith(("sqlite:", "file:", "postgresql:", "mysql:")):
         foot += f"Open them in the MLflow UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1"

@@ -19,7 +19,7 @@ from trainables.core.data import Dataset
 from tuner.assembly import make_trainable, make_tuner, quiet_logs, start_ray
 from tuner.checks import check_search
 from tuner.selection import describe_selection, pick_best
-from tuner.settings import BEST_FILE, STATE_FILE, SearchError, SearchSettings
+from tuner.settings import BEST_FILE, FRONT_FILE, STATE_FILE, SearchError, SearchSettings
 
 
 @dataclass
@@ -28,6 +28,7 @@ class SearchOutcome:
     best: dict[str, Any] | None  # best trial: config, metrics, trial_id
     trials: list[dict[str, Any]]  # every trial's summary row
     seconds: float
+    front: list[dict[str, Any]] | None = None  # several metrics: the Pareto front's rows (best is None)
 
 
 class SearchInterrupted(KeyboardInterrupt):
@@ -59,9 +60,14 @@ def run_search(settings: SearchSettings, echo: Callable[[str], None] = print) ->
     log_search_params(client, settings)
     echo(f"search {settings.name}: {settings.num_samples} trials of space '{settings.space}' on "
          f"{settings.base['dataset']} ({settings.base['labels']} labels); {describe_selection(settings)}")
-    if checked.note:
-        echo(checked.note)
-    return execute(settings, checked.dataset, checked.space, client, echo)
+    for note in checked.notes:
+        echo(note)
+    if checked.warm:
+        from tuner.warmstart import apply
+
+        apply(checked.warm, settings)  # the study holds the prior trials before Ray's searcher loads it
+    points = checked.warm.points if checked.warm else []
+    return execute(settings, checked.dataset, checked.space, client, echo, points=points)
 
 
 def resume_search(settings: SearchSettings, echo: Callable[[str], None] = print) -> SearchOutcome:
@@ -76,7 +82,7 @@ def resume_search(settings: SearchSettings, echo: Callable[[str], None] = print)
 
 
 def execute(settings: SearchSettings, dataset: Dataset, space: Callable, client, echo,
-            restore: bool = False) -> SearchOutcome:
+            restore: bool = False, points: list | None = None) -> SearchOutcome:
     """Run (or restore and continue) the Tune experiment, then summarise it.
 
     Every MLflow write goes through the search's outbox (`outbox.py`): the loop never waits
@@ -100,7 +106,7 @@ def execute(settings: SearchSettings, dataset: Dataset, space: Callable, client,
                 tuner = restore_tuner(settings, make_trainable(settings, dataset), client, echo, outbox)
                 outbox.put({"op": "parent", "status": "RUNNING"})
             if tuner is None:  # a new search, or one stopped before Ray saved anything
-                tuner = make_tuner(settings, space, dataset, callbacks(settings, echo))
+                tuner = make_tuner(settings, space, dataset, callbacks(settings, echo), points or [])
             results = tuner.fit()
         except KeyboardInterrupt:  # a second Ctrl-C, or one before Tune's handler was installed
             stopped(settings, outbox, echo)
@@ -194,6 +200,26 @@ def storage_problem(settings: SearchSettings, error: BaseException) -> str | Non
     return None
 
 
+def front_of(rows: list[dict[str, Any]], settings: SearchSettings) -> list[dict[str, Any]]:
+    """The Pareto front of the trials, among those that ran every epoch when any did (as pick_best)."""
+    from tuner.pareto import pareto_front
+
+    ok = [r for r in rows if r["error"] is None]
+    full = [r for r in ok if r["metrics"].get("epoch") == settings.epochs]
+    return pareto_front(full or ok, settings.metrics, settings.modes)
+
+
+def write_front(settings: SearchSettings, front: list[dict[str, Any]]) -> None:
+    """pareto_front.json in the search folder: each member's trial id, searched params and metrics."""
+    import json
+
+    from trainables.core.files import write_text_atomic
+
+    blob = [{"trial_id": r["trial_id"], "config": r["config"],
+             "metrics": {m: r["metrics"].get(m) for m in (*settings.metrics, "test_acc", "epoch")}} for r in front]
+    write_text_atomic(settings.folder / FRONT_FILE, json.dumps(blob, indent=1, default=str))
+
+
 def log_search_params(client, settings: SearchSettings) -> None:
     from mlflow.entities import Param
 
@@ -225,22 +251,28 @@ def summarise(settings: SearchSettings, results, seconds: float, outbox, echo=pr
     from tuner.tracking import redact_uri
 
     rows = trial_rows(results)
-    best = pick_best(rows, settings.metric, settings.mode, settings.epochs)
+    front = None
+    if settings.multi:
+        front = front_of(rows, settings)
+        best = None  # a front has no single best: export-best takes --trial or a rule
+        write_front(settings, front)
+    else:
+        best = pick_best(rows, settings.metric, settings.mode, settings.epochs)
     if best is not None:
         from trainables.trainable import trial_config
 
         cfg = trial_config(settings.base, best["config"], settings.cpus_per_trial)
         cfg.to_yaml(settings.folder / BEST_FILE)
         best["train_config"] = cfg.to_dict()
-    outbox.apply.summary = lambda op: log_summary(outbox.apply.client, settings, rows, best, op["seconds"])
+    outbox.apply.summary = lambda op: log_summary(outbox.apply.client, settings, rows, best, op["seconds"], front)
     outbox.put({"op": "summary", "seconds": seconds})
     if not outbox.drain():
         echo(f"MLflow at {redact_uri(settings.tracking_uri)} has been unreachable for {outbox.down_for:.0f}s "
              f"(--tracking-outage-limit {settings.tracking_outage_limit:g}s): the search is done, and the "
              f"{len(outbox)} writes MLflow lacks are kept in {outbox.path}; send them with: "
              f"mixtune sync {settings.folder}")
-    outcome = SearchOutcome(folder=settings.folder, best=best, trials=rows, seconds=seconds)
-    if best is None:
+    outcome = SearchOutcome(folder=settings.folder, best=best, trials=rows, seconds=seconds, front=front)
+    if best is None and not front:
         errors = [r["error"] for r in rows if r["error"]]
         first = errors[0] if errors else "no trial reported the metric"
         raise SearchError(f"every trial failed ({len(rows)} trials); first error: {first}")

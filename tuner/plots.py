@@ -74,3 +74,21 @@ def param_scatter(rows: list[dict[str, Any]], params: list[str], metric: str):
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def pareto(rows: list[dict[str, Any]], front: list[dict[str, Any]], metrics: list[str], modes: list[str]):
+    """Every trial on the first two metrics, the Pareto front highlighted and joined in order."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    a, b = metrics[0], metrics[1]
+    pts = [(r["metrics"][a], r["metrics"][b]) for r in rows
+           if isinstance(r["metrics"].get(a), (int, float)) and isinstance(r["metrics"].get(b), (int, float))]
+    ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, alpha=0.5, label="trial")
+    on = sorted((r["metrics"][a], r["metrics"][b]) for r in front)
+    ax.plot([p[0] for p in on], [p[1] for p in on], "o-", color="C3", label="Pareto front")
+    ax.set_xlabel(f"{a} ({'higher' if modes[0] == 'max' else 'lower'} is better)")
+    ax.set_ylabel(f"{b} ({'higher' if modes[1] == 'max' else 'lower'} is better)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+

@@ -25,8 +25,11 @@ class Progress(tune.Callback):
     """Prints `[done/total, running] trial: metric (test_acc) — best so far (its test_acc, params)` lines."""
 
     def __init__(self, metric: str, mode: str, total: int, echo: Callable[[str], None] = print):
+        # several metrics ("a,b"): each trial's line shows them all; "best so far" is the front's size
         self.metric, self.mode, self.total, self.echo = metric, mode, total, echo
+        self.metrics, self.modes = metric.split(","), mode.split(",")
         self.best: tuple[float, str, str] | None = None  # value, "metric v (test_acc t)", params
+        self.seen: list[dict[str, Any]] = []  # several metrics: every finished trial's last result
 
     def _line(self, trials, trial, what: str) -> None:
         # the hook runs before Tune updates the trial's status: count it as done already
@@ -37,6 +40,14 @@ class Progress(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
+        if len(self.metrics) > 1:
+            from tuner.pareto import pareto_front
+
+            self.seen.append({"metrics": last})
+            size = len(pareto_front(self.seen, self.metrics, self.modes))
+            self._line(trials, trial, f"{with_test(last, self.metric)} after {last.get('epoch')} epochs"
+                       f"  | Pareto front so far: {size} trial{'s' * (size != 1)}")
+            return
         value = last.get(self.metric)
         if isinstance(value, (int, float)) and math.isfinite(value):
             better = self.best is None or (value > self.best[0] if self.mode == "max" else value < self.best[0])

@@ -84,8 +84,14 @@ class ResumableOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
-def make_searcher(settings, space) -> ResumableOptunaSearch:
-    """TPE (multivariate, grouped for conditional spaces, seeded) over a persistent sqlite study."""
+def make_searcher(settings, space, points: list | None = None) -> ResumableOptunaSearch:
+    """TPE (multivariate, grouped for conditional spaces, seeded) over a persistent sqlite study.
+
+    Several metrics: the same TPE, multi-objective (Optuna's MOTPE: its density split ranks
+    trials by non-domination). Chosen over NSGA-II because a search has tens of trials, not
+    the generations of a population NSGA-II needs to move; TPE also keeps using the
+    conditional space's grouping. `points` are evaluated first (enqueued in the study).
+    """
     import warnings
 
     import optuna
@@ -96,8 +102,9 @@ def make_searcher(settings, space) -> ResumableOptunaSearch:
     storage = optuna.storages.RDBStorage(settings.study_storage)
     return ResumableOptunaSearch(
         space=space,
-        metric=settings.metric,
-        mode=settings.mode,
+        metric=settings.metrics if settings.multi else settings.metric,
+        mode=settings.modes if settings.multi else settings.mode,
+        points_to_evaluate=points or None,
         sampler=sampler,
         study_name=settings.study_name,
         storage=storage,

@@ -51,10 +51,35 @@ def resolve_metric(metric: str | None, mode: str | None, labels: str, val: bool,
     return metric, mode, reads_true_labels_note(metric, labels)
 
 
+def resolve_metrics(metric: str | None, mode: str | None, labels: str, val: bool, test: bool,
+                    train_labels: bool) -> tuple[str, str, list[str]]:
+    """("a,b", "max,min", notes) for `--metric a,b --mode max,min` (modes optional); one metric works too.
+
+    Two or three distinct metrics make a multi-objective search; its notes say what ASHA does.
+    """
+    names = [m.strip() for m in metric.split(",")] if metric else [None]
+    modes = [m.strip() for m in mode.split(",")] if mode else [None] * len(names)
+    if len(names) > 3:
+        raise SearchError(f"--metric {metric}: a search optimises at most 3 metrics")
+    if len(modes) != len(names):
+        raise SearchError(f"--mode {mode} gives {len(modes)} direction(s) for {len(names)} metric(s) in --metric {metric}")
+    if len(set(names)) != len(names):
+        raise SearchError(f"--metric {metric} names a metric twice")
+    out, notes = [], []
+    for name, m in zip(names, modes):
+        out.append(resolve_metric(name, m, labels, val=val, test=test, train_labels=train_labels))
+    notes += [n for _, _, n in out if n]
+    if len(out) > 1:
+        notes.append(f"multi-objective search: TPE proposes along the Pareto front of {', '.join(o[0] for o in out)}; "
+                     f"ASHA stops trials on {out[0][0]} alone (it cannot rank on several metrics)")
+    return ",".join(o[0] for o in out), ",".join(o[1] for o in out), notes
+
+
 def metric_columns(metric: str) -> list[str]:
     """Columns of a trial table: the selection metric first, then every other one worth showing."""
-    rest = [m.name for m in METRICS.values() if m.mode and m.name != metric and m.name != "train_loss"]
-    return [metric, *rest, "epoch"]
+    first = metric.split(",")
+    rest = [m.name for m in METRICS.values() if m.mode and m.name not in first and m.name != "train_loss"]
+    return [*first, *rest, "epoch"]
 
 
 def number(v: Any) -> float | None:
@@ -78,24 +103,31 @@ def pick_best(rows: list[dict[str, Any]], metric: str, mode: str, epochs: int) -
 
 
 def with_test(metrics: dict[str, Any], metric: str) -> str:
-    """`val_scel 1.9342 (test_acc 0.9310)`: the selection metric, and the test accuracy beside it."""
-    text = f"{metric} {metrics[metric]:.4f}"
+    """`val_scel 1.9342 (test_acc 0.9310)`: the selection metric(s), and the test accuracy beside it."""
+    names = metric.split(",")
+    text = " ".join(f"{m} {metrics[m]:.4f}" if number(metrics.get(m)) is not None else f"{m} -" for m in names)
     test = number(metrics.get("test_acc"))
-    if metric != "test_acc" and test is not None:
+    if "test_acc" not in names and test is not None:
         text += f" (test_acc {test:.4f})"
     return text
 
 
+def _source(name: str, labels: str) -> str:
+    spec = METRICS[name]
+    if spec.reads == "test":
+        return "the test split's true labels"
+    if spec.reads == "train":
+        return "the true labels of the training rows"
+    if spec.needs == "val":
+        return ("the validation split's complementary labels only, no true label read"
+                if labels != "ordinary" else "the validation split's labels")
+    return "the training rows' own labels"
+
+
 def describe_selection(settings: SearchSettings) -> str:
     """One line: what the search selects on, and whether that reads true labels."""
-    spec = METRICS[settings.metric]
-    if spec.reads == "test":
-        source = "the test split's true labels"
-    elif spec.reads == "train":
-        source = "the true labels of the training rows"
-    elif spec.needs == "val":
-        source = ("the validation split's complementary labels only, no true label read"
-                  if settings.base["labels"] != "ordinary" else "the validation split's labels")
-    else:
-        source = "the training rows' own labels"
-    return f"selects on {settings.metric} ({settings.mode}), from {source}"
+    labels = settings.base["labels"]
+    pairs = [f"{m} ({mode})" for m, mode in zip(settings.metrics, settings.modes)]
+    sources = list(dict.fromkeys(_source(m, labels) for m in settings.metrics))  # each once, in order
+    what = pairs[0] if len(pairs) == 1 else f"the Pareto front of {', '.join(pairs[:-1])} and {pairs[-1]}"
+    return f"selects on {what}, from {' and '.join(sources)}"

@@ -24,6 +24,7 @@ from tuner.errors import UserError
 STATE_FILE = "mixtune.json"
 STUDY_FILE = "optuna.db"
 BEST_FILE = "best_config.yaml"
+FRONT_FILE = "pareto_front.json"  # a multi-objective search's front, instead of one best config
 
 
 class SearchError(UserError):
@@ -38,8 +39,8 @@ class SearchSettings:
     space: str  # a preset name or the path of a YAML space file
     base: dict[str, Any]  # the TrainConfig every trial starts from (searched values go on top)
     space_doc: Any = None  # the parsed YAML space, kept so a resume does not need the file
-    metric: str | None = None  # None until checked: then the label kind's default (metric_table)
-    mode: str | None = None  # None: the metric's own direction
+    metric: str | None = None  # None until checked: then the label kind's default; "a,b" for several (Pareto)
+    mode: str | None = None  # None: the metrics' own directions; "max,min" for several
     num_samples: int = 16
     max_concurrent: int = 2
     cpus_per_trial: float = 1.0
@@ -58,12 +59,28 @@ class SearchSettings:
     seed: int = 0  # the TPE sampler's seed
     register_model: str | None = None  # register the best model under this name
     checkpoint_every: int = 1
+    warm_start: list[str] = field(default_factory=list)  # earlier searches / exported configs to start from
+    warm_start_partial: bool = False  # drop parameters the spaces do not share instead of refusing
     # filled in when the search is created
     parent_run_id: str | None = None
     experiment_id: str | None = None
     created: float = field(default_factory=time.time)
 
     # ------------------------------------------------------------------ derived
+    @property
+    def metrics(self) -> list[str]:
+        """The metric(s) the search selects on: one, or two or three for a Pareto front."""
+        return (self.metric or "").split(",") if self.metric else []
+
+    @property
+    def modes(self) -> list[str]:
+        return (self.mode or "").split(",") if self.mode else []
+
+    @property
+    def multi(self) -> bool:
+        """Several metrics: TPE over a Pareto front, ASHA on the first metric only."""
+        return len(self.metrics) > 1
+
     @property
     def folder(self) -> Path:
         return Path(self.results_dir).resolve() / self.name

@@ -27,11 +27,14 @@ def trial_rows(results) -> list[dict[str, Any]]:
     return rows
 
 
-def log_summary(client, settings, rows: list[dict[str, Any]], best: dict[str, Any] | None, seconds: float) -> None:
+def log_summary(client, settings, rows: list[dict[str, Any]], best: dict[str, Any] | None, seconds: float,
+                front: list[dict[str, Any]] | None = None) -> None:
+    """The parent run's summary: counts, the best trial (or, with several metrics, the Pareto
+    front: `pareto_front.json` and `plots/pareto_front.png`), plots, the best model."""
     from mlflow.entities import Metric, Param
 
     run_id = settings.parent_run_id
-    metric = settings.metric
+    metric = settings.metrics[0]  # the plots of one metric show the first
     failed = sum(r["error"] is not None for r in rows)
     now = 0
     metrics = [Metric("search_seconds", seconds, now, 0), Metric("trials", len(rows), now, 0),
@@ -48,18 +51,29 @@ def log_summary(client, settings, rows: list[dict[str, Any]], best: dict[str, An
         client.log_dict(run_id, best["train_config"], "best_config.yaml")
         client.set_tag(run_id, "best_trial_id", best["trial_id"])
     else:
+        if front:
+            metrics.append(Metric("pareto_front_size", len(front), now, 0))
         client.log_batch(run_id, metrics=metrics)
-    client.set_tag(run_id, "selection_metric", metric)
+    client.set_tag(run_id, "selection_metric", settings.metric)
+    if front:
+        ids = [r["trial_id"] for r in front]
+        client.set_tag(run_id, "pareto_front", ",".join(ids)[:5000])
+        client.log_dict(run_id, [{"trial_id": r["trial_id"], "config": r["config"],
+                                  "metrics": {m: r["metrics"].get(m) for m in settings.metrics}} for r in front],
+                        "pareto_front.json")
+        fig = plots.pareto(rows, front, settings.metrics[:2], settings.modes[:2])
+        client.log_figure(run_id, fig, "plots/pareto_front.png")
+        plt.close(fig)
     _figures(client, run_id, rows, values, settings)
     if best is not None and best.get("checkpoint") is not None:
         log_model(settings, best)
-    client.set_terminated(run_id, status="FINISHED" if best is not None else "FAILED")
+    client.set_terminated(run_id, status="FINISHED" if best is not None or front else "FAILED")
 
 
 def _figures(client, run_id: str, rows, values, settings) -> None:
-    metric = settings.metric
+    metric = settings.metrics[0]
     if values:
-        fig = plots.best_so_far(values, settings.mode, metric)
+        fig = plots.best_so_far(values, settings.modes[0], metric)
         client.log_figure(run_id, fig, "plots/best_so_far.png")
         plt.close(fig)
     ok = [{**r["config"], metric: r["metrics"].get(metric)} for r in rows if r["error"] is None]
@@ -89,7 +103,9 @@ def importances(settings) -> dict[str, float]:
             return {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "few trials per regime" is expected in small searches
-            return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+            # several metrics: importances for the first (the one ASHA stops on)
+            target = (lambda t: t.values[0]) if settings.multi else None
+            return {k: float(v) for k, v in optuna.importance.get_param_importances(study, target=target).items()}
     except Exception:  # e.g. a single distinct value: importances are undefined, not an error
         return {}
 

@@ -23,9 +23,19 @@ def print_outcome(settings, outcome) -> None:
     print(f"the search {describe_selection(settings)}")
     if outcome.best is not None:
         print(f"best {with_test(outcome.best['metrics'], settings.metric)}: {describe(outcome.best['config'])}")
+    front = getattr(outcome, "front", None)
+    if front:
+        print(f"Pareto front ({len(front)} of {n} trials; none is beaten on every metric by another):")
+        for r in sorted(front, key=lambda r: r["metrics"][settings.metrics[0]], reverse=settings.modes[0] == "max"):
+            print(f"  {r['trial_id']}  {with_test(r['metrics'], settings.metric)}: {describe(r['config'])}")
     print(f"results:      {outcome.folder}")
-    print(f"best config:  {outcome.folder / 'best_config.yaml'}  (retrain: mixtune train --config <it>)")
-    print(f"compare:      mixtune compare {outcome.folder}")
+    if front:
+        print(f"front:        {outcome.folder / 'pareto_front.json'}  (export one: mixtune export-best "
+              f"{outcome.folder} --trial ID, or --within D)")
+        print(f"compare:      mixtune compare {outcome.folder} --pareto")
+    else:
+        print(f"best config:  {outcome.folder / 'best_config.yaml'}  (retrain: mixtune train --config <it>)")
+        print(f"compare:      mixtune compare {outcome.folder}")
     uri = settings.tracking_uri
     if uri.startswith(("sqlite:", "file:", "postgresql:", "mysql:")):
         print(f"MLflow UI:    mlflow ui --backend-store-uri {redact_uri(uri)} --host 127.0.0.1  "
