@@ -6,6 +6,8 @@ the long profiles run is exercised here in seconds.
 """
 
 import json
+
+from trainables.core.metric_table import default_metric
 import re
 
 import pytest
@@ -57,7 +59,7 @@ def test_quick_mode_writes_the_report(tmp_path):
         "| dataset | training set | contrastive_weight | test acc | ECE | acc gain vs w=0 |",
         "| dataset | loss | none | mixup | icm | icm − mixup | icm − none | mixup − none | last-quarter move |",
         "| loss | digits | field (MNIST, MLP) | source |",
-        "| dataset | method | trials | selected config | val_scel | test acc | gap to best other (verdict) |",
+        f"| dataset | method | trials | selected config | {default_metric('complementary')} | test acc | gap to best other (verdict) |",
         "| dataset | method | trials | selected config | val_acc | test acc | gap to best other (verdict) |",
         "| dataset | num_cl | none | mixup | icm | icm − mixup | icm − none |",
         "| dataset | K | test acc | ECE | acc gain vs K=1 | ECE gain vs K=1 | last-quarter move |",
