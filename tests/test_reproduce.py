@@ -6,9 +6,9 @@ the long profiles run is exercised here in seconds.
 """
 
 import json
+import re
 
 from trainables.core.metric_table import default_metric
-import re
 
 import pytest
 import torch
