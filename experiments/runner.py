@@ -31,7 +31,7 @@ from trainables.core.data import Dataset, load_dataset
 from trainables.core.fit import fit
 
 
-RUNS_VERSION = 2  # bump when fit changes what a config's metrics are (2: validation split, URE fix, tail skip; curves kept)
+RUNS_VERSION = 3  # bump when fit changes what a config's metrics are (2: validation split, URE fix, tail skip; curves kept; 3: val_scel_ts)
 
 # per-epoch metrics kept in the run store (the learning curves); the rest of an epoch's dict is timing
 CURVE_KEYS = ("train_loss", "test_acc", "test_ece", "val_acc", "val_loss", "val_ece", "val_scel", "val_ure", "val_acc_est")
