@@ -91,10 +91,11 @@ class Timer:
 def mnist_like(n: int, seed: int = 0, real: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
     """(n, 1, 28, 28) uint8 images and (n,) labels: the real MNIST test set repeated, else synthetic."""
     if real and (MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
-        from trainables.core.data import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, read_idx
+        from trainables.core.config import TrainConfig
+        from trainables.core.vision import idx_arrays
 
-        x = read_idx(MNIST_DIR / "t10k-images-idx3-ubyte.gz", IDX_IMAGES_MAGIC)[:, None]
-        y = read_idx(MNIST_DIR / "t10k-labels-idx1-ubyte.gz", IDX_LABELS_MAGIC).astype(np.int64)
+        raw = idx_arrays(TrainConfig(dataset="mnist", data_dir=str(MNIST_DIR)))  # uint8, via torchvision's idx reader
+        x, y = np.concatenate([raw.x_train, raw.x_test]), np.concatenate([raw.y_train, raw.y_test])
         reps = -(-n // len(x))
         return np.tile(x, (reps, 1, 1, 1))[:n], np.tile(y, reps)[:n], f"MNIST t10k repeated to {n}"
     return synthetic_images(n, (1, 28, 28), 10, seed) + (f"synthetic {n}x1x28x28",)

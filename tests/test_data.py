@@ -310,3 +310,14 @@ def test_pixels_are_never_standardised_per_feature(tmp_path):
         path = write_npz(tmp_path / "p.npz", x_train=x, y_train=np.arange(12) % 3)
         on, off = load_dataset(cfg("npz", path)), load_dataset(cfg("npz", path, standardize_features=False))
         assert torch.equal(on.x_train, off.x_train) and on.fingerprint == off.fingerprint
+
+
+# ----------------------------------------------------------------------------- README
+def test_readme_dataset_table_names_every_dataset():
+    from trainables.core.config import DATASETS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("<!-- datasets:start -->", 1)[1].split("<!-- datasets:end -->", 1)[0]
+    rows = {line.split("|")[1].strip().strip("`") for line in section.splitlines() if line.startswith("| `")}
+    rows.discard("--dataset")  # the header row
+    assert rows == set(DATASETS) == set(LOADERS)

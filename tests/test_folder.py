@@ -273,6 +273,17 @@ def test_bad_folder_is_one_line_exit_2_nothing_written(tmp_path, capsys, name, m
     assert not out.exists() and not cache.exists()
 
 
+def test_cache_inside_the_image_folder_is_refused(tmp_path, capsys):
+    # its .pt files would change the folder's content key on every run, and read as a class folder
+    root = tmp_path / "pets"
+    image_folder(root, n=2)
+    rc = main(["train", "--dataset", "folder", "--data-dir", str(root), "--labels", "ordinary", "--epochs", "1",
+               "--cache-dir", str(root / ".cache"), "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and f"the decode cache {root / '.cache' / 'folders'} lies inside" in err, err
+    assert not (root / ".cache").exists() and not (tmp_path / "run").exists()
+
+
 def test_image_size_is_for_folders_only():
     from trainables.core.errors import ConfigError
 

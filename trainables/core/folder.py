@@ -90,9 +90,12 @@ def content_key(root: Path, image_size: int) -> str:
     return h.hexdigest()
 
 
+def cache_root(cfg: TrainConfig) -> Path:
+    return (Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()) / "folders"
+
+
 def cache_file(cfg: TrainConfig, key: str) -> Path:
-    root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
-    return root / "folders" / f"{key}.pt"
+    return cache_root(cfg) / f"{key}.pt"
 
 
 def _load_cached(path: Path) -> Decoded | None:
@@ -296,6 +299,9 @@ def folder_arrays(cfg: TrainConfig) -> RawSplit:
         raise DataError(f"{root / CSV_NAME} gives complementary labels and no true ones: use labels=given")
     if not has_csv and cfg.labels == "given":
         raise DataError(f"labels=given needs {root / CSV_NAME} ({','.join(CSV_COLUMNS)}, one row per image)")
+    cache = cache_root(cfg).resolve()
+    if cache.is_relative_to(root.resolve()):  # its files would change the folder's content key, and be read as classes
+        raise DataError(f"{root}: the decode cache {cache} lies inside the image folder; set cache_dir elsewhere")
     cached = cache_file(cfg, content_key(root, cfg.image_size))
     decoded = _load_cached(cached)
     if decoded is None:
