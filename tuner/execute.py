@@ -137,7 +137,8 @@ def callbacks(settings: SearchSettings, echo) -> list:
     from tuner.faults import FaultNotes
     from tuner.progress import Progress
 
-    return [tracking.MLflowTrials(settings), Progress(settings.metric, settings.mode, settings.num_samples, echo),
+    return [tracking.MLflowTrials(settings), Progress(settings.metric, settings.mode, settings.num_samples, echo,
+                                                          settings.epochs),
             FaultNotes(echo)]
 
 

@@ -24,12 +24,14 @@ def describe(config: dict[str, Any]) -> str:
 class Progress(tune.Callback):
     """Prints `[done/total, running] trial: metric (test_acc) — best so far (its test_acc, params)` lines."""
 
-    def __init__(self, metric: str, mode: str, total: int, echo: Callable[[str], None] = print):
+    def __init__(self, metric: str, mode: str, total: int, echo: Callable[[str], None] = print,
+                 epochs: int | None = None):
         # several metrics ("a,b"): each trial's line shows them all; "best so far" is the front's size
         self.metric, self.mode, self.total, self.echo = metric, mode, total, echo
         self.metrics, self.modes = metric.split(","), mode.split(",")
         self.best: tuple[float, str, str] | None = None  # value, "metric v (test_acc t)", params
         self.seen: list[dict[str, Any]] = []  # several metrics: every finished trial's last result
+        self.epochs = epochs  # the front counts trials that ran every epoch once any has, as the summary
 
     def _line(self, trials, trial, what: str) -> None:
         # the hook runs before Tune updates the trial's status: count it as done already
@@ -44,7 +46,8 @@ class Progress(tune.Callback):
             from tuner.pareto import pareto_front
 
             self.seen.append({"metrics": last})
-            size = len(pareto_front(self.seen, self.metrics, self.modes))
+            full = [r for r in self.seen if r["metrics"].get("epoch") == self.epochs]
+            size = len(pareto_front(full or self.seen, self.metrics, self.modes))
             self._line(trials, trial, f"{with_test(last, self.metric)} after {last.get('epoch')} epochs"
                        f"  | Pareto front so far: {size} trial{'s' * (size != 1)}")
             return
