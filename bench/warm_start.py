@@ -65,6 +65,7 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="folder for the searches (default: a temp folder)")
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="mixtune-bench-warm-"))
+    out.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in args.seeds:
         t0 = time.perf_counter()
