@@ -26,6 +26,11 @@ def quiet_logs() -> None:
     # run), not a traceback on the console plus "Trials did not complete" at the end
     for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    # Ray times the define-by-run call, which includes TPE fitting its model on every earlier
+    # trial (over a second past ~30 trials on 2 cores): not a slow space, so not worth a warning
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space` argument took")
     # a storage path that cannot be written is one line naming it (faults.py), not Ray's traceback
     logging.getLogger("ray.train._internal.storage").setLevel(logging.CRITICAL)
 
