@@ -130,11 +130,15 @@ class MlflowServer:
             time.sleep(0.3)
         return time.monotonic() - t0
 
-    def stop(self) -> None:
-        """SIGTERM to the server's process group (gunicorn/uvicorn and its workers), SIGKILL if it lingers."""
+    def stop(self, crash: bool = False) -> None:
+        """SIGTERM to the server's process group (gunicorn/uvicorn and its workers), SIGKILL if it lingers.
+
+        `crash`: SIGKILL at once, as a server that dies does. A graceful stop lets open
+        keep-alive connections finish first, which can take longer than a small search runs.
+        """
         if self.proc is None or self.proc.poll() is not None:
             return
-        os.killpg(self.proc.pid, signal.SIGTERM)
+        os.killpg(self.proc.pid, signal.SIGKILL if crash else signal.SIGTERM)
         try:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:

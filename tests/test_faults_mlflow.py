@@ -68,8 +68,9 @@ def test_server_down_for_a_while_loses_nothing(tmp_path, server):
     d = LiveDriver(search_argv(tmp_path, name, server.uri), tmp_path, cli_env(tmp_path))
     try:
         d.wait_line(lambda ln: " done, " in ln)  # the search is under way and MLflow has its first trial
-        server.stop()
+        server.stop(crash=True)
         down = d.wait_line(lambda ln: "is unreachable" in ln, timeout=120)
+        d.wait_line(lambda ln: " done, " in ln, timeout=120)  # a trial ends while MLflow is down: none waits for it
         server.start()  # on the same store and port
         server.wait_up()
         d.wait_line(lambda ln: "is back after" in ln, timeout=120)
@@ -100,7 +101,7 @@ def test_server_down_past_the_limit_then_mixtune_sync(tmp_path, server):
     d = LiveDriver(search_argv(tmp_path, name, server.uri, "--tracking-outage-limit", "5"), tmp_path, env)
     try:
         d.wait_line(lambda ln: " done, " in ln)
-        server.stop()  # and it stays down until the search has ended
+        server.stop(crash=True)  # and it stays down until the search has ended
         rc = d.finish()
     finally:
         d.kill_group()

@@ -45,7 +45,7 @@ def test_storage_that_fails_mid_search_stops_it_resumably(tmp_path, broken):
     what = "storage path" if broken == "storage" else "results folder"
     why = "it is a file now" if broken == "storage" else f"{results} is a file now"
     assert err[-1] == (f"mixtune: error: {what} {shown} is not writable ({why}); the search stopped, its "
-                       f"finished trials are kept: once the path is back, continue it with: mixtune resume {folder}")
+                       f"finished trials are kept: once the path is back, continue it with: mixtune resume {folder}"), "\n".join(d.err)
     assert not [ln for ln in d.err if "Traceback" in ln], "\n".join(d.err)
     done = len([ln for _, ln in d.lines if " done, " in ln])
 

@@ -33,6 +33,25 @@ def quiet_logs() -> None:
     warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space` argument took")
     # a storage path that cannot be written is one line naming it (faults.py), not Ray's traceback
     logging.getLogger("ray.train._internal.storage").setLevel(logging.CRITICAL)
+    state = logging.getLogger("ray.tune.execution.experiment_state")
+    if not any(isinstance(f, OneLine) for f in state.filters):
+        state.addFilter(OneLine())
+
+
+class OneLine(logging.Filter):
+    """A failed save of Tune's experiment state as one line, not a traceback.
+
+    Tune retries the save at its next checkpoint, and a storage path that stays broken stops
+    the search with its own line (faults.py); the traceback says nothing more to the user.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            e = record.exc_info[1]
+            first = record.getMessage().splitlines()[0].rstrip(": ")
+            record.msg, record.args = f"{first}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", ()
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 def trial_dirname(trial) -> str:

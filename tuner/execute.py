@@ -10,6 +10,7 @@ the parent run's summary.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,7 +154,13 @@ def end_runs(outbox, status: str, state: str, wait: float = 10.0) -> bool:
 
 
 def stopped(settings: SearchSettings, outbox, echo, done: int | None = None, say: bool = True) -> None:
-    """Close the search's open MLflow runs as KILLED and say how to continue."""
+    """Close the search's open MLflow runs as KILLED and say how to continue.
+
+    Trials still in flight when the search stops fail on their own (the same storage fault,
+    the interrupt), and Ray would log each such error as "unhandled" when its reference is
+    dropped, after the one line that says what happened. They are the stop's echo, not news.
+    """
+    os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"
     if not end_runs(outbox, status="KILLED", state="INTERRUPTED"):
         echo(f"(MLflow is unreachable: {len(outbox)} writes stay in {outbox.path}; `mixtune resume` sends them)")
     if say:
