@@ -191,6 +191,12 @@ def test_sigint_then_sigkill_then_resume(tmp_path):
     assert sorted(epochs) == [1, 2, 3]  # each epoch logged once despite the replay
     for r in trials:
         assert r.data.params["seed"] == "0"  # every trial's seed is logged
+        # named after what it is, with the dataset logged once, across the two resumes
+        assert r.info.run_name.startswith("icm k=") and r.info.run_name.endswith(" " + r.data.tags["mixtune.trial_id"])
+        assert len(client.get_run(r.info.run_id).inputs.dataset_inputs) == 1
+    # the resumed search's end wrote the trial table: every trial once
+    table = json.loads(Path(client.download_artifacts(parent[0].info.run_id, "trials.json")).read_text())
+    assert sorted(row[table["columns"].index("trial_id")] for row in table["data"]) == sorted(ids)
 
     complete = [t for t in optuna_trials(folder, name) if t.state.name == "COMPLETE"]
     assert len(complete) == n

@@ -19,6 +19,7 @@ from trainables.core.clustering import default_cache_dir
 from trainables.core.config import TrainConfig
 from trainables.core.data import Dataset, load_dataset
 from trainables.core.split import split_and_label
+from tuner.mlflow_meta import describe_data
 from tuner.selection import resolve_metrics
 from tuner.settings import SearchError, SearchSettings, check_name, default_tracking_uri
 from tuner.space import build_space
@@ -100,7 +101,9 @@ def check_search(settings: SearchSettings) -> CheckedSearch:
     check_ray_address(settings.address)
     dataset = load_dataset(base)
     # the labels this config asks for exist, and the validation split is large enough
-    train_rows = split_and_label(base, dataset).train_index
+    split = split_and_label(base, dataset)
+    train_rows = split.train_index
+    settings.data = describe_data(base, dataset, len(train_rows), len(split.val_index))
     settings.metric, settings.mode, notes = resolve_metrics(
         settings.metric, settings.mode, base.labels, val=base.val_fraction > 0, test=dataset.has_test,
         train_labels=dataset.y_train is not None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -86,14 +87,11 @@ def compare(folder: Path, tracking_uri: str | None = None, method: str | None = 
         rows.append([r.data.tags.get(tracking.TRIAL_TAG, r.info.run_id[:8]), r.data.tags.get("state", r.info.status)]
                     + [_param(r.data.params.get(p, "-")) for p in searched]
                     + [_fmt(r.data.metrics.get(m)) for m in columns])
-    uri = tracking.redact_uri(tracking_uri or settings.tracking_uri)
     shown = (f"{min(top, len(runs))} of {len(runs)} {'Pareto-front ' if pareto else ''}trials"
              + (f" with method={method}" if method else ""))
     foot = f"\n{shown} of search {settings.name}, sorted by {sort} (best first); the search selects on {settings.metric}.\n"
-    if uri.startswith(("sqlite:", "file:", "postgresql:", "mysql:")):
-        foot += f"Open them in the MLflow UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1"
-    else:
-        foot += f"Open them in the MLflow UI at {uri} (experiment '{settings.experiment}')"
+    shown_in = dataclasses.replace(settings, tracking_uri=tracking_uri or settings.tracking_uri)
+    foot += "\n".join(tracking.ui_lines(shown_in))  # the search's runs in MLflow's runs table, best first
     if len(rows) == 1:
         return f"no trials logged yet for search {settings.name}{foot}"
     return table(rows) + foot

@@ -1,4 +1,4 @@
-"""A finished search's summary: its trials as rows, and the parent run's best result, plots and model."""
+"""A finished search's summary: its trials as rows, and the parent run's best result, trial table, plots and model."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 
 from trainables.core.metric_table import METRICS
 from tuner import plots
+from tuner.mlflow_meta import TABLE_FILE, TRIAL_TAG, trial_table
 
 
 def trial_rows(results) -> list[dict[str, Any]]:
@@ -30,7 +31,7 @@ def trial_rows(results) -> list[dict[str, Any]]:
 def log_summary(client, settings, rows: list[dict[str, Any]], best: dict[str, Any] | None, seconds: float,
                 front: list[dict[str, Any]] | None = None) -> None:
     """The parent run's summary: counts, the best trial (or, with several metrics, the Pareto
-    front: `pareto_front.json` and `plots/pareto_front.png`), plots, the best model."""
+    front: `pareto_front.json` and `plots/pareto_front.png`), the trial table, plots, the best model."""
     from mlflow.entities import Metric, Param
 
     run_id = settings.parent_run_id
@@ -64,10 +65,27 @@ def log_summary(client, settings, rows: list[dict[str, Any]], best: dict[str, An
         fig = plots.pareto(rows, front, settings.metrics[:2], settings.modes[:2])
         client.log_figure(run_id, fig, "plots/pareto_front.png")
         plt.close(fig)
+    log_trial_table(client, settings, rows)
     _figures(client, run_id, rows, values, settings)
     if best is not None and best.get("checkpoint") is not None:
         log_model(settings, best)
     client.set_terminated(run_id, status="FINISHED" if best is not None or front else "FAILED")
+
+
+def log_trial_table(client, settings, rows: list[dict[str, Any]]) -> None:
+    """`trials.json` on the parent run: every trial as a row, an MLflow table (`log_table`), so
+    the UI's artifact view and its compare view (Evaluation) show it without `mixtune compare`.
+
+    Each row names the trial's run as MLflow has it; logging it again overwrites the file.
+    """
+    import pandas as pd
+
+    from tuner.tracking import trial_runs
+
+    runs = {r.data.tags[TRIAL_TAG]: (r.info.run_id, r.info.run_name) for r in trial_runs(client, settings)}
+    table = trial_table(rows, settings.base, settings.metrics, settings.modes, runs)
+    # object columns: an int parameter some trials lack (ICM's k) stays an int, not 45.0
+    client.log_table(settings.parent_run_id, data=pd.DataFrame(table, dtype=object), artifact_file=TABLE_FILE)
 
 
 def _figures(client, run_id: str, rows, values, settings) -> None:

@@ -15,7 +15,7 @@ from tuner.selection import describe_selection, with_test
 
 
 def print_outcome(settings, outcome) -> None:
-    from tuner.tracking import redact_uri
+    from tuner.tracking import ui_lines
 
     ok = sum(r["error"] is None for r in outcome.trials)
     n = len(outcome.trials)
@@ -36,12 +36,8 @@ def print_outcome(settings, outcome) -> None:
     else:
         print(f"best config:  {outcome.folder / 'best_config.yaml'}  (retrain: mixtune train --config <it>)")
         print(f"compare:      mixtune compare {outcome.folder}")
-    uri = settings.tracking_uri
-    if uri.startswith(("sqlite:", "file:", "postgresql:", "mysql:")):
-        print(f"MLflow UI:    mlflow ui --backend-store-uri {redact_uri(uri)} --host 127.0.0.1  "
-              "(then open http://127.0.0.1:5000)")
-    else:
-        print(f"MLflow UI:    {redact_uri(uri)}  (experiment '{settings.experiment}')")
+    for line in ui_lines(settings):  # the runs table of this search, not MLflow 3's GenAI overview
+        print(line)
     print(dashboard_line(settings.study_storage))
 
 

@@ -6,6 +6,10 @@ one `log_batch` request (all its metrics, step=epoch), not one request per value
 callback does not send them itself: it puts them in the search's outbox (`outbox.py`), and
 one thread sends them, in order, and keeps them through an outage of the server.
 
+Each trial's run is named after what it is (`mlflow_meta.run_name`), and each run, the
+parent too, logs the search's dataset as an MLflow dataset input (`mlflow_meta`,
+`mlflow_dataset.py`): both are ops of the outbox like every other write.
+
 Resuming a search reuses the parent run (its id is kept in the search's state file) and
 each trial's nested run (found by its `mixtune.trial_id` tag), so a resumed search never
 duplicates runs and leaves none RUNNING.
@@ -24,6 +28,7 @@ from ray import tune
 
 from trainables.core.config import TrainConfig
 from tuner.errors import UserError
+from tuner.mlflow_meta import LOCAL_UI, ROLE_TAG, SEARCH_TAG, TRIAL_TAG, dataset_record, runs_link, trial_run_name
 from tuner.outbox import OUTBOX_FILE, Outbox
 from tuner.settings import SearchSettings
 
@@ -33,9 +38,6 @@ from tuner.settings import SearchSettings
 CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
               "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
-TRIAL_TAG = "mixtune.trial_id"
-SEARCH_TAG = "mixtune.search"
-ROLE_TAG = "mixtune.role"
 NUMERIC_SKIP = {"training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid",
                 "time_since_restore", "iterations_since_restore", "done", "seed"}
 
@@ -248,7 +250,8 @@ class Writer:
                 return
             run_id = run.info.run_id  # created, but its params never got there
         else:
-            run_id = self.client.create_run(self.settings.experiment_id, run_name=op["trial"],
+            # an op an older driver left has no name: the trial id, as runs were named then
+            run_id = self.client.create_run(self.settings.experiment_id, run_name=op.get("name", op["trial"]),
                                             tags=op["tags"]).info.run_id
             self.runs[op["trial"]] = run_id
             self.steps[run_id] = 0
@@ -289,6 +292,14 @@ class Writer:
         except Exception as e:  # a plot must never fail a search; an outage retries it
             if is_outage(e):
                 raise
+
+    def _op_dataset(self, op) -> None:
+        """The run's dataset input (the parent's when the op names no trial); logging it again adds none."""
+        from tuner.mlflow_dataset import dataset_input
+
+        run_id = self._run_id(op["trial"]) if op.get("trial") else self.settings.parent_run_id
+        if run_id is not None:
+            self.client.log_inputs(run_id, datasets=[dataset_input(op["dataset"], op.get("context", "training"))])
 
     def _op_close(self, op) -> None:
         close_runs(self.client, self.settings, status=op["status"], state=op["state"])
@@ -375,16 +386,24 @@ class MLflowTrials(tune.Callback):
         cfg = trial_config(s.base, trial.config, cpus)  # the config the trial runs
         searched = sorted(k for k in trial.config if k in TrainConfig.__dataclass_fields__)
         self.outbox.put({
-            "op": "trial", "trial": trial.trial_id,
+            "op": "trial", "trial": trial.trial_id, "name": trial_run_name(s.base, trial.config, trial.trial_id),
             "tags": {"mlflow.parentRunId": s.parent_run_id, TRIAL_TAG: trial.trial_id, SEARCH_TAG: s.name,
                      ROLE_TAG: "trial", "method": cfg.method, "dataset": cfg.dataset, "labels": cfg.labels,
                      "state": "RUNNING"},
             "params": {k: "None" if v is None else str(v)[:6000] for k, v in cfg.to_dict().items()},
             "searched": ",".join(searched),
         })
+        if s.data:
+            record = dataset_record(s.data, cfg.to_dict())
+            self.outbox.put({"op": "dataset", "trial": trial.trial_id, "dataset": record})
         self._opened.add(trial.trial_id)
 
     # ------------------------------------------------------------------ Tune hooks
+    def setup(self, **info):
+        """The parent run's dataset input, as the search (re)starts."""
+        if self.settings.data:
+            self.outbox.put({"op": "dataset", "dataset": dataset_record(self.settings.data, self.settings.base)})
+
     def on_trial_start(self, iteration, trials, trial, **info):
         LIVE_TRIALS[trial.trial_id] = trial
         self._open(trial)
@@ -424,6 +443,30 @@ class MLflowTrials(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._finish(trial, "FAILED", "FAILED", error=_trial_error(trial))
+
+
+def ui_lines(settings: SearchSettings) -> list[str]:
+    """How to open the search in MLflow's UI: the runs table, this search's runs only, best first.
+
+    A database store has no server: the first line is the `mlflow ui` command, and the link is
+    where it serves. Printed links never carry user:password.
+    """
+    uri = settings.tracking_uri or ""
+    shown = redact_uri(uri)
+    local = uri.startswith(("sqlite:", "file:", "postgresql:", "mysql:"))
+    ui = LOCAL_UI if local else shown
+    link = None
+    if settings.experiment_id is not None and ui.startswith(("http://", "https://")):
+        link = runs_link(ui, settings.experiment_id, settings.name, settings.metric or "", settings.mode or "")
+    lines = []
+    if local:
+        lines.append(f"MLflow UI:    mlflow ui --backend-store-uri {shown} --host 127.0.0.1  "
+                     f"(then open {'the runs link' if link else LOCAL_UI})")
+    elif link is None:  # not a server this link fits (databricks): the store and the experiment
+        lines.append(f"MLflow UI:    {shown}  (experiment '{settings.experiment}')")
+    if link:
+        lines.append(f"MLflow runs:  {link}")
+    return lines
 
 
 def _trial_error(trial) -> str:
