@@ -26,6 +26,8 @@ from tuner.settings import SearchSettings
 def test_line_when_installed():
     line = summary_text.dashboard_line("sqlite:////x/optuna.db")
     assert line == "Optuna study: optuna-dashboard sqlite:////x/optuna.db  (then open http://127.0.0.1:8080)"
+    line = summary_text.dashboard_line("sqlite:////x/optuna.db", 3)  # the study itself, by its id
+    assert line.endswith("(then open http://127.0.0.1:8080/dashboard/studies/3)")
 
 
 def test_line_names_the_install_step_when_missing(monkeypatch, tmp_path):
@@ -57,7 +59,8 @@ def test_printed_command_serves_the_finished_study(tmp_path, capsys, ray_shutdow
     assert main(argv) == 0
     settings = SearchSettings.load(tmp_path / "results" / name)
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Optuna study: ")]
-    assert len(printed) == 1 and "(then open http://127.0.0.1:8080)" in printed[0]
+    assert len(printed) == 1 and "(then open http://127.0.0.1:8080/dashboard/studies/" in printed[0]
+    page = printed[0].split("(then open http://127.0.0.1:8080")[1].rstrip(")")
     command = shlex.split(printed[0].removeprefix("Optuna study: ").split("  (")[0])
     assert command == ["optuna-dashboard", settings.study_storage]
 
@@ -72,8 +75,13 @@ def test_printed_command_serves_the_finished_study(tmp_path, capsys, ray_shutdow
         summaries = get_json(f"{base}/api/studies")["study_summaries"]
         (summary,) = [s for s in summaries if s["study_name"] == settings.study_name]
         assert summary["directions"] == [stored.direction.name.lower()]
+        assert page == f"/dashboard/studies/{summary['study_id']}"  # the printed link opens this study
         detail = get_json(f"{base}/api/studies/{summary['study_id']}")
         assert detail["name"] == settings.study_name and len(detail["trials"]) == len(stored.trials) == 3
+        assert detail["objective_names"] == ["val_scel_ts"]  # not "Objective 0"
+        ray_ids = {r.name.removeprefix("trial_") for r in (tmp_path / "results" / name).glob("trial_*")}
+        served_ids = {next(a["value"] for a in t["user_attrs"] if a["key"] == "ray_trial_id") for t in detail["trials"]}
+        assert served_ids == ray_ids  # each Optuna trial names the Ray trial the terminal and MLflow show
         for served, trial in zip(sorted(detail["trials"], key=lambda t: t["number"]), stored.trials):
             assert served["state"] == trial.state.name.capitalize()
             assert {p["name"]: p["param_external_value"] for p in served["params"]} == \

@@ -113,6 +113,9 @@ def make_tuner(settings: SearchSettings, space: Callable, dataset: Dataset, call
     from tuner.searcher import make_searcher
 
     epochs = settings.epochs
+    # scheduler "none": the same journaled scheduler (it also applies the fault rules) with its
+    # first rung at the last epoch, where ASHA has no rung: no trial is stopped early
+    grace = epochs if settings.scheduler == "none" else min(settings.grace_period, epochs)
     scheduler = JournaledASHA(
         journal=str(settings.folder / JOURNAL_FILE),
         metric=settings.metrics[0],
@@ -120,7 +123,7 @@ def make_tuner(settings: SearchSettings, space: Callable, dataset: Dataset, call
         max_node_losses=settings.max_node_losses,
         time_attr="epoch",
         max_t=epochs,
-        grace_period=min(settings.grace_period, epochs),
+        grace_period=grace,
         reduction_factor=settings.reduction_factor,
     )
     return tune.Tuner(

@@ -21,7 +21,7 @@ from trainables.core.data import Dataset, load_dataset
 from trainables.core.split import split_and_label
 from tuner.mlflow_meta import describe_data
 from tuner.selection import resolve_metrics
-from tuner.settings import SearchError, SearchSettings, check_name, default_tracking_uri
+from tuner.settings import SAMPLERS, SCHEDULERS, SearchError, SearchSettings, check_name, default_tracking_uri
 from tuner.space import build_space
 
 
@@ -77,6 +77,12 @@ def check_numbers(settings: SearchSettings) -> None:
     if settings.max_node_losses < -1 or not settings.tracking_outage_limit >= 0:
         raise SearchError(f"max_node_losses={settings.max_node_losses} must be >= -1 (-1: no limit) and "
                           f"tracking_outage_limit={settings.tracking_outage_limit} >= 0 seconds")
+    if settings.sampler not in SAMPLERS:
+        raise SearchError(f"sampler={settings.sampler!r} is not one of {', '.join(SAMPLERS)}")
+    if settings.scheduler not in SCHEDULERS:
+        raise SearchError(f"scheduler={settings.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+    if settings.startup_trials is not None and settings.startup_trials < 0:
+        raise SearchError(f"startup_trials={settings.startup_trials} must be >= 0")
     if settings.mode is not None and not set(settings.mode.split(",")) <= {"max", "min"}:
         raise SearchError(f"mode must be max or min (comma-separated for several metrics), not {settings.mode!r}")
 

@@ -49,6 +49,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         gpus_per_trial=args.gpus_per_trial,
         grace_period=args.grace_period,
         reduction_factor=args.reduction_factor,
+        sampler=args.sampler,
+        scheduler=args.scheduler,
+        startup_trials=args.startup_trials,
         max_failures=args.max_failures,
         max_node_losses=args.max_node_losses,
         tracking_outage_limit=args.tracking_outage_limit,
@@ -146,6 +149,13 @@ def add_commands(sub) -> None:
                    help="drop parameters the spaces do not share instead of refusing")
     s.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs before a trial may be stopped")
     s.add_argument("--reduction-factor", type=int, default=3, help="ASHA: keep 1/factor at each rung")
+    s.add_argument("--sampler", choices=["tpe", "gp", "random"], default="tpe",
+                   help="Optuna sampler: tpe (default; multivariate, constant liar), gp (Gaussian process), random")
+    s.add_argument("--scheduler", choices=["asha", "none"], default="asha",
+                   help="asha: stop weak trials early (default); none: every trial runs every epoch")
+    s.add_argument("--startup-trials", type=int, default=None,
+                   help="random trials before the sampler's model is used (default: a quarter of "
+                        "--num-samples, 3 to 10)")
     s.add_argument("--max-failures", type=int, default=0,
                    help="retries of a trial whose own code failed (default 0); a lost node is not counted here")
     s.add_argument("--max-node-losses", type=int, default=3,

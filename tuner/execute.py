@@ -235,7 +235,9 @@ def log_search_params(client, settings: SearchSettings) -> None:
 
     s = dataclasses.asdict(settings)
     keep = ["space", "metric", "mode", "num_samples", "max_concurrent", "cpus_per_trial", "gpus_per_trial",
-            "grace_period", "reduction_factor", "max_failures", "seed", "address", "storage_path"]
+            "grace_period", "reduction_factor", "sampler", "scheduler", "startup_trials", "max_failures", "seed",
+            "address", "storage_path"]
+    s["startup_trials"] = settings.n_startup  # the number used, also when sized to the budget
     for k in ("address", "storage_path"):  # URIs may carry user:password
         s[k] = redact_uri(s[k]) if s[k] else s[k]
     params = [Param(f"search.{k}", str(s[k])) for k in keep]

@@ -7,17 +7,52 @@ COMPLETE to Optuna, and Ray's `OptunaSearch` would report its replayed result to
 finished Optuna trial (`UpdateFinishedTrialError`, the whole search dies). This searcher
 reconciles itself with the study when restored, and records a failed trial's error in the
 study.
+
+The study also reads as the search did: a trial that ASHA stopped is PRUNED, with its value at
+every epoch it ran (Ray's OptunaSearch tells it COMPLETE with its last value, so TPE, the
+importances and the dashboard took a 2-epoch trial for a finished one); each Optuna trial
+carries the Ray trial id that the terminal and MLflow show; the objectives are named.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
+
 from ray.tune.search.optuna import OptunaSearch
 
+RAY_TRIAL_ATTR = "ray_trial_id"
 ORPHAN_REASON = "orphaned: the search's driver stopped before Ray recorded this trial; resume runs others instead"
 
 
 class ResumableOptunaSearch(OptunaSearch):
-    """OptunaSearch that survives a restore from a stale snapshot and records trial errors."""
+    """OptunaSearch that survives a restore from a stale snapshot and records trial errors.
+
+    max_t: the epochs a trial runs when nothing stops it; a trial that ends before (stopped
+    by ASHA) is told to the study as PRUNED when `record_pruned`.
+    """
+
+    def __init__(self, *args, max_t: int | None = None, record_pruned: bool = True, **kwargs):
+        self.max_t = max_t
+        self.record_pruned = record_pruned
+        super().__init__(*args, **kwargs)
+
+    def _setup_study(self, mode) -> None:
+        super()._setup_study(mode)
+        import optuna
+
+        names = self._metric if isinstance(self._metric, list) else [self._metric]
+        if self._ot_study.metric_names is None:
+            with warnings.catch_warnings():  # experimental in Optuna 4-5; the dashboard shows the names
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self._ot_study.set_metric_names(list(names))
+
+    def suggest(self, trial_id: str):
+        params = super().suggest(trial_id)
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None and params is not None:
+            ot_trial.set_user_attr(RAY_TRIAL_ATTR, trial_id)  # the id the terminal and MLflow show
+        return params
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
@@ -73,6 +108,11 @@ class ResumableOptunaSearch(OptunaSearch):
             self._completed_trials.add(trial_id)  # told already (a race with a restore): keep that
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if not error and self._stopped_early(trial_id, result):
+            self._tell_pruned(trial_id, result)
+            return
+        if not error and result and not isinstance(self.metric, list) and trial_id not in self._completed_trials:
+            self.on_trial_result(trial_id, result)  # the last epoch too: Tune passes it here only
         if error and trial_id not in self._completed_trials and trial_id in self._ot_trials:
             from tuner.tracking import error_of
 
@@ -83,29 +123,69 @@ class ResumableOptunaSearch(OptunaSearch):
                 pass
         super().on_trial_complete(trial_id, result=result, error=error)
 
+    def _stopped_early(self, trial_id: str, result: dict | None) -> bool:
+        """A single-objective trial that ended, without error, before its last epoch: ASHA stopped it."""
+        if not (self.record_pruned and self.max_t and result) or isinstance(self.metric, list):
+            return False  # Optuna has no intermediate values for several objectives
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return False
+        epoch, value = result.get("epoch"), result.get(self.metric)
+        return (isinstance(epoch, (int, float)) and epoch < self.max_t
+                and isinstance(value, (int, float)) and math.isfinite(value))
 
-def make_searcher(settings, space, points: list | None = None) -> ResumableOptunaSearch:
-    """TPE (multivariate, grouped for conditional spaces, seeded) over a persistent sqlite study.
+    def _tell_pruned(self, trial_id: str, result: dict) -> None:
+        """PRUNED, with the value of the epoch it was stopped at as its last intermediate value
+        (Tune does not pass a stopping result to the searcher); Optuna takes that as its value."""
+        import optuna
+        from optuna.trial import TrialState
 
-    Several metrics: the same TPE, multi-objective (Optuna's MOTPE: its density split ranks
-    trials by non-domination). Chosen over NSGA-II because a search has tens of trials, not
-    the generations of a population NSGA-II needs to move; TPE also keeps using the
-    conditional space's grouping. `points` are evaluated first (enqueued in the study).
+        self.on_trial_result(trial_id, result)  # once per epoch: a re-reported epoch is skipped
+        try:
+            self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # told already (a race with a restore): keep that
+        self._completed_trials.add(trial_id)
+
+
+def make_sampler(settings):
+    """The Optuna sampler `settings.sampler` names, seeded, with its start-up sized to the budget.
+
+    tpe: multivariate TPE, grouped for conditional spaces, with the constant liar (a running
+    trial counts as a bad one, so two proposals made while both run do not land together);
+    several metrics: the same TPE, multi-objective (Optuna's MOTPE: its density split ranks
+    trials by non-domination). Chosen over NSGA-II because a search has tens of trials, not the
+    generations of a population NSGA-II needs to move; TPE also keeps using the conditional
+    space's grouping. gp: Optuna's Gaussian-process sampler (parameters outside the space that
+    every trial shares, such as a method's own knobs in a conditional space, are drawn at
+    random). random: Optuna's RandomSampler.
     """
-    import warnings
-
     import optuna
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.TPESampler(multivariate=True, group=True, seed=settings.seed)
+        if settings.sampler == "gp":
+            return optuna.samplers.GPSampler(seed=settings.seed, n_startup_trials=settings.n_startup,
+                                             warn_independent_sampling=False)
+        if settings.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=settings.seed)
+        return optuna.samplers.TPESampler(multivariate=True, group=True, seed=settings.seed,
+                                          n_startup_trials=settings.n_startup,
+                                          constant_liar=settings.constant_liar)
+
+
+def make_searcher(settings, space, points: list | None = None) -> ResumableOptunaSearch:
+    """`settings.sampler` over a persistent sqlite study; `points` are evaluated first (enqueued)."""
+    import optuna
+
     storage = optuna.storages.RDBStorage(settings.study_storage)
     return ResumableOptunaSearch(
         space=space,
         metric=settings.metrics if settings.multi else settings.metric,
         mode=settings.modes if settings.multi else settings.mode,
         points_to_evaluate=points or None,
-        sampler=sampler,
+        sampler=make_sampler(settings),
         study_name=settings.study_name,
         storage=storage,
+        max_t=settings.epochs,
+        record_pruned=settings.record_pruned,
     )

@@ -47,6 +47,11 @@ class SearchSettings:
     gpus_per_trial: float = 0.0
     grace_period: int = 2
     reduction_factor: int = 3
+    sampler: str = "tpe"  # tpe | gp | random (SAMPLERS)
+    scheduler: str = "asha"  # asha (early stopping) | none (every trial runs every epoch)
+    startup_trials: int | None = None  # random proposals before the model is used; None: sized to the budget
+    constant_liar: bool = True  # TPE: running trials count as bad ones, so concurrent proposals spread out
+    record_pruned: bool = True  # a trial ASHA stopped is PRUNED in the Optuna study, not COMPLETE
     max_failures: int = 0  # retries of a trial whose own code failed (tuner/faults.py)
     max_node_losses: int = 3  # retries of a trial whose node was lost, per trial; -1: no limit
     tracking_outage_limit: float = 600.0  # seconds of MLflow outage the end of a search waits out
@@ -82,6 +87,18 @@ class SearchSettings:
     def multi(self) -> bool:
         """Several metrics: TPE over a Pareto front, ASHA on the first metric only."""
         return len(self.metrics) > 1
+
+    @property
+    def n_startup(self) -> int:
+        """Random proposals before the sampler's model is used: `startup_trials`, else sized to the budget.
+
+        Optuna's default is 10 whatever the budget, which makes a 16-trial search random for 10
+        trials. A quarter of the budget, at least 3 and at most 10, measured in
+        docs/search_quality.md.
+        """
+        if self.startup_trials is not None:
+            return self.startup_trials
+        return startup_for(self.num_samples)
 
     @property
     def folder(self) -> Path:
@@ -135,6 +152,15 @@ class SearchSettings:
             raise SearchError(f"{path} names search {settings.name!r}, but its folder is {folder.name!r}")
         settings.results_dir = str(folder.parent)
         return settings
+
+
+SAMPLERS = ("tpe", "gp", "random")
+SCHEDULERS = ("asha", "none")
+
+
+def startup_for(num_samples: int) -> int:
+    """A quarter of the trials, at least 3 and at most Optuna's default of 10."""
+    return max(3, min(10, num_samples // 4))
 
 
 NAME_CHARS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,199}")

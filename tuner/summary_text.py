@@ -38,7 +38,7 @@ def print_outcome(settings, outcome) -> None:
         print(f"compare:      mixtune compare {outcome.folder}")
     for line in ui_lines(settings):  # the runs table of this search, not MLflow 3's GenAI overview
         print(line)
-    print(dashboard_line(settings.study_storage))
+    print(dashboard_line(settings.study_storage, study_id(settings)))
 
 
 DASHBOARD_URL = "http://127.0.0.1:8080"  # optuna-dashboard's default host and port
@@ -53,8 +53,19 @@ def dashboard_command() -> str | None:
     return str(beside) if beside.is_file() else None
 
 
-def dashboard_line(storage: str) -> str:
+def study_id(settings) -> int | None:
+    """The search's study id in its own storage (the dashboard's URL names studies by id)."""
+    try:
+        import optuna
+
+        return optuna.storages.RDBStorage(settings.study_storage).get_study_id_from_name(settings.study_name)
+    except Exception:  # no study (yet): the line then points to the dashboard's list of studies
+        return None
+
+
+def dashboard_line(storage: str, study: int | None = None) -> str:
     command = dashboard_command()
     if command is None:
         return f"Optuna study: optuna-dashboard {storage}  (not installed: {DASHBOARD_INSTALL} first)"
-    return f"Optuna study: {command} {storage}  (then open {DASHBOARD_URL})"
+    url = DASHBOARD_URL if study is None else f"{DASHBOARD_URL}/dashboard/studies/{study}"
+    return f"Optuna study: {command} {storage}  (then open {url})"
