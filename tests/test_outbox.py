@@ -166,3 +166,58 @@ def test_failure_kinds():
     assert kind == "storage" and text.startswith("storage path /mnt/shared is not writable")
     assert classify(RayTaskError("train", "tb", ValueError("the trial's own bug")), trial) is None
     assert classify(ActorDiedError(), trial) is None  # died on a node nobody says is gone: its own
+
+
+def _pipe_closed(line):
+    raise BrokenPipeError(32, "Broken pipe")  # print() into `mixtune search | head` once head has exited
+
+
+def test_an_echo_that_raises_does_not_stop_the_sending(tmp_path):
+    """Issue 21.2: a refused op's line cannot be printed (closed pipe): the ops behind it are still sent."""
+    server = Server(refuse={0})
+    box = Outbox(tmp_path / "o.jsonl", server, where="http://x", echo=_pipe_closed, limit=1)
+    for n in range(3):
+        box.put({"op": "x", "n": n})
+    done = []
+    waiter = threading.Thread(target=lambda: done.append(box.drain()), daemon=True)
+    waiter.start()
+    waiter.join(timeout=10)
+    assert done == [True] and server.got == [1, 2] and box.died is None
+    assert box.close() == 0
+
+
+def test_drain_returns_when_the_sender_thread_died(tmp_path):
+    """Issue 21.2: whatever ends the sender thread, drain returns within its limit and the ops stay on file."""
+    import time
+
+    class Dies(BaseException):
+        pass
+
+    def apply(op):
+        raise Dies()
+
+    path = tmp_path / "o.jsonl"
+    box = Outbox(path, apply, where="http://x", echo=lambda _: None, limit=5)
+    box.put({"op": "x", "n": 0})
+    start = time.monotonic()
+    done = []
+    waiter = threading.Thread(target=lambda: done.append(box.drain(limit=5)), daemon=True)
+    waiter.start()
+    waiter.join(timeout=8)
+    assert done == [False], "drain still blocked after 8 s"
+    assert time.monotonic() - start < 5 and isinstance(box.died, Dies)
+    assert box.close() == 1 and [op["n"] for _, op in pending(path)] == [0]
+
+
+def test_drain_honours_its_limit_while_the_server_is_down(tmp_path, monkeypatch):
+    import time
+
+    import tuner.outbox as outbox
+
+    monkeypatch.setattr(outbox, "MAX_PAUSE", 0.05)
+    box = Outbox(tmp_path / "o.jsonl", Server(down=10**9), where="http://x", echo=_pipe_closed, limit=600)
+    box.put({"op": "x", "n": 0})
+    start = time.monotonic()
+    assert not box.drain(limit=0.5)
+    assert time.monotonic() - start < 3 and box.died is None
+    assert box.close() == 1

@@ -14,7 +14,10 @@ write of a search is an *op*, a small JSON dict, put here:
   again prints one line;
 - an op the server refuses (HTTP 4xx) is dropped with one line: sending it again cannot help;
 - `drain` waits until everything is sent, or until the server has been unreachable for
-  `limit` seconds (`--tracking-outage-limit`).
+  `limit` seconds (`--tracking-outage-limit`), or the sender thread is gone: nothing it does
+  can stop the thread silently (an `echo` that raises, as `print` into a closed pipe does, is
+  ignored; anything else ends the thread with its error kept), so `drain` never waits on a
+  thread that is not there.
 
 What the file still holds when a driver ends (the outage outlasted the limit, or the driver
 was killed) is sent first by the search's next driver (`mixtune resume`), or by `mixtune
@@ -107,6 +110,7 @@ class Outbox:
         self._down_since: float | None = None
         self._closed = False
         self._thread: threading.Thread | None = None
+        self.died: BaseException | None = None  # what ended the sender thread, if not `close`
         self.sent = 0
         self.dropped = 0
         if not self._queue:
@@ -131,7 +135,7 @@ class Outbox:
             raise OutboxWriteError(e.errno, f"cannot write {self.path} ({e.strerror or e})") from None
 
     def _start(self) -> None:
-        if self._thread is None and not self._closed:
+        if self._thread is None and not self._closed and self.died is None:
             self._thread = threading.Thread(target=self._run, name="mixtune-mlflow-outbox", daemon=True)
             self._thread.start()
 
@@ -155,8 +159,14 @@ class Outbox:
             while self._queue:
                 if self._down_since is not None and time.monotonic() - self._down_since >= limit:
                     return False
-                self._cond.wait(0.5)
+                if not self._alive():
+                    return False  # the sender is gone: the ops stay in the file for the next driver
+                self._cond.wait(min(0.5, max(limit, 0.01)))
             return True
+
+    def _alive(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
 
     def close(self) -> int:
         """Stop the sender (after the op it is sending); returns how many ops stay in the file."""
@@ -170,7 +180,23 @@ class Outbox:
             return len(self._queue)
 
     # ------------------------------------------------------------------ sender side
+    def _say(self, line: str) -> None:
+        """Print a line; a closed stdout (`mixtune search | head`) must not stop the sending."""
+        try:
+            self.echo(line)
+        except Exception:
+            pass
+
     def _run(self) -> None:
+        try:
+            self._send_all()
+        except BaseException as e:  # a bug, or SystemExit from apply: drain must not wait on a dead thread
+            self.died = e
+        finally:
+            with self._cond:
+                self._cond.notify_all()
+
+    def _send_all(self) -> None:
         pause = 1.0
         while True:
             with self._cond:
@@ -189,7 +215,7 @@ class Outbox:
                             self._cond.wait(pause)
                     pause = min(pause * 2, MAX_PAUSE)
                     continue
-                self.echo(f"MLflow refused a write ({op.get('op')} {op.get('trial', '')}".rstrip()
+                self._say(f"MLflow refused a write ({op.get('op')} {op.get('trial', '')}".rstrip()
                           + f"): {first_line(e)}; dropped it")
                 self.dropped += 1
             else:
@@ -210,12 +236,12 @@ class Outbox:
     def _went_down(self, e: BaseException) -> None:
         if self._down_since is None:
             self._down_since = time.monotonic()
-            self.echo(f"MLflow at {self.where} is unreachable ({first_line(e)}); the search goes on and keeps "
+            self._say(f"MLflow at {self.where} is unreachable ({first_line(e)}); the search goes on and keeps "
                       f"its MLflow writes in {self.path} until the server is back")
 
     def _came_back(self) -> None:
         if self._down_since is not None:
             seconds = time.monotonic() - self._down_since
             self._down_since = None
-            self.echo(f"MLflow at {self.where} is back after {seconds:.0f}s; sending the {len(self)} "
+            self._say(f"MLflow at {self.where} is back after {seconds:.0f}s; sending the {len(self)} "
                       "writes kept meanwhile, in order")
