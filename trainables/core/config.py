@@ -40,8 +40,12 @@ METHODS: dict[str, MethodSpec] = {
     "icm_infinite_class": MethodSpec("cluster", contrastive=True),
 }
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "cifar20", "svhn", "npz", "folder")
-GIVEN_LABEL_DATASETS = ("npz", "folder")  # datasets whose files may carry complementary labels (cl_train)
+DATASETS = ("digits", "mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "cifar20", "svhn", "npz", "folder",
+            "clcifar10", "clcifar20", "clmicro_imagenet10", "clmicro_imagenet20")
+# the CLImage benchmarks (climage.py): three annotators' complementary labels per image, labels=given only
+CLIMAGE_DATASETS = ("clcifar10", "clcifar20", "clmicro_imagenet10", "clmicro_imagenet20")
+CLIMAGE_ANNOTATORS = 3
+GIVEN_LABEL_DATASETS = ("npz", "folder", *CLIMAGE_DATASETS)  # datasets whose files may carry complementary labels (cl_train)
 MODELS = ("auto", "linear", "mlp", "cnn", "resnet18", "resnet34")
 LABELS = ("ordinary", "complementary", "given")
 # labels whose training targets are complementary (every CLL loss applies)
@@ -62,7 +66,7 @@ class TrainConfig:
 
     # --- data -------------------------------------------------------------------------
     dataset: str = "digits"
-    """digits (embedded) | mnist | fashion_mnist | kmnist | cifar10 | cifar100 | cifar20 | svhn (torchvision root) | npz (file) | folder (your images)."""
+    """digits (embedded) | mnist | fashion_mnist | kmnist | cifar10 | cifar100 | cifar20 | svhn (torchvision root) | npz (file) | folder (your images) | clcifar10 | clcifar20 | clmicro_imagenet10 | clmicro_imagenet20 (CLImage files, labels=given)."""
     data_dir: str | None = None
     """Directory (a torchvision root, idx files, an image folder) or .npz file path; not used for digits."""
     train_fraction: float = 0.8
@@ -84,7 +88,7 @@ class TrainConfig:
     cl_type: str = "uniform"
     """How complementary labels are drawn: uniform | multiple (num_cl per example) | biased (transition matrix)."""
     num_cl: int = 1
-    """Complementary labels per example (cl_type=multiple)."""
+    """Complementary labels per example (cl_type=multiple); with a CLImage dataset, how many of its 3 annotators' labels to use (1-3)."""
     cl_noise: float = 0.0
     """Share of examples whose complementary label is wrong (equal to the true class), in [0, 1)."""
     imbalance_ratio: float = 1.0
@@ -222,11 +226,18 @@ class TrainConfig:
             raise ConfigError(f"K={self.K} needs a Multi-Mix method (multimix, icm_multimix), not method={self.method}")
         if self.method_spec.contrastive and self.mix_level != "input":
             raise ConfigError(f"method={self.method} mixes inputs only; mix_level={self.mix_level} is not supported")
-        if self.num_cl > 1 and self.cl_type != "multiple":
+        climage = self.dataset in CLIMAGE_DATASETS
+        if climage and self.labels != "given":
+            raise ConfigError(f"dataset={self.dataset} carries annotators' complementary labels: use labels=given"
+                              f" (labels={self.labels} would train on its true labels, which mixtune reads for diagnostics only)")
+        if climage and not 1 <= self.num_cl <= CLIMAGE_ANNOTATORS:
+            raise ConfigError(f"num_cl={self.num_cl}: dataset={self.dataset} has {CLIMAGE_ANNOTATORS} complementary labels"
+                              f" per image; use 1 to {CLIMAGE_ANNOTATORS}")
+        if self.num_cl > 1 and self.cl_type != "multiple" and not climage:
             raise ConfigError(f"num_cl={self.num_cl} needs cl_type=multiple, not {self.cl_type}")
         if self.labels == "given":
             generated = [f"{n}={getattr(self, n)}" for n, d in (("cl_type", "uniform"), ("num_cl", 1), ("cl_noise", 0.0))
-                         if getattr(self, n) != d]
+                         if getattr(self, n) != d and not (n == "num_cl" and climage)]
             if generated:
                 raise ConfigError(f"{', '.join(generated)} describe generated complementary labels (labels=complementary);"
                                   " labels=given uses the dataset's own")

@@ -1,6 +1,6 @@
 """Datasets as CPU tensors, loaded once: the one table of loaders (`LOADERS`), digits (embedded)
 and `.npz` files here; the datasets torchvision reads in `vision.py`; your own image folders in
-`folder.py`.
+`folder.py`; the CLImage benchmarks' pickles in `climage.py`.
 
 Every loader returns raw arrays in (N, C, H, W) layout (`raw.RawSplit`); `load_dataset` then
 scales them to float32, normalises them with the *train* statistics (per channel for images,
@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .climage import climage_arrays
 from .config import TrainConfig
 from .errors import DataError
 from .folder import folder_arrays
@@ -199,6 +200,10 @@ LOADERS: dict[str, Callable[[TrainConfig], RawSplit]] = {
     "svhn": svhn_arrays,
     "npz": npz_arrays,
     "folder": folder_arrays,
+    "clcifar10": climage_arrays,  # CLImage: annotators' complementary labels, read as released (climage.py)
+    "clcifar20": climage_arrays,
+    "clmicro_imagenet10": climage_arrays,
+    "clmicro_imagenet20": climage_arrays,
 }
 
 
