@@ -26,6 +26,8 @@ class SpaceContext:
 
     labels: str = "complementary"
     max_k: int = 300
+    min_side: int | None = None
+    """Smallest side of the input images; CutMix is offered only from 16 pixels (trainables.core.mixing.CUTMIX_MIN_SIDE) and not when unknown."""
 
 
 def _shared(trial: optuna.Trial) -> None:
@@ -39,6 +41,13 @@ def _alpha(trial: optuna.Trial) -> None:
 
 def _k(trial: optuna.Trial, ctx: SpaceContext) -> None:
     trial.suggest_int("k", 2, max(2, min(300, ctx.max_k)), log=True)
+
+
+def _mix_levels(ctx: SpaceContext) -> list[str]:
+    """Where to mix: CutMix only on images large enough for its boxes to carry the drawn weight."""
+    if ctx.min_side is not None and ctx.min_side >= 16:
+        return ["input", "manifold", "cutmix"]
+    return ["input", "manifold"]
 
 
 def _loss(trial: optuna.Trial, ctx: SpaceContext) -> dict[str, Any]:
@@ -61,7 +70,7 @@ def multimix(trial: optuna.Trial, ctx: SpaceContext) -> dict[str, Any]:
     """Multi-Mix: interpolations K, alpha, where to mix."""
     trial.suggest_int("K", 1, 10)
     _alpha(trial)
-    trial.suggest_categorical("mix_level", ["input", "manifold", "cutmix"])
+    trial.suggest_categorical("mix_level", _mix_levels(ctx))
     _shared(trial)
     return {"method": "multimix", **_loss(trial, ctx)}
 
@@ -87,7 +96,7 @@ def all_methods(trial: optuna.Trial, ctx: SpaceContext) -> dict[str, Any]:
     if method in ("multimix", "icm_multimix"):
         trial.suggest_int("K", 1, 10)
     if method in ("mixup", "multimix", "icm", "icm_multimix"):
-        trial.suggest_categorical("mix_level", ["input", "manifold", "cutmix"])
+        trial.suggest_categorical("mix_level", _mix_levels(ctx))
     if method == "infinite_class":
         trial.suggest_float("contrastive_weight", 0.0, 1.0)
     fixed = _loss(trial, ctx)

@@ -55,3 +55,18 @@ def test_corrupt_cache_file_is_recomputed(tmp_path):
     a.path.write_bytes(b"garbage")
     b = cached_clusters(x, "d", "raw", 3, 0, cache_dir=tmp_path)
     assert not b.cache_hit and torch.equal(a.assign, b.assign)
+
+
+def test_cache_key_names_the_device(tmp_path):
+    """A clustering written by a GPU node is never read by a CPU run (k-means differs across devices)."""
+    from trainables.core.clustering import cache_key
+
+    assert cache_key("d", "pca", 8, 5, 0, "cpu") != cache_key("d", "pca", 8, 5, 0, "cuda")
+    x = torch.randn(60, 1, 8, 8)
+    # a foreign clustering planted where a cuda run would write it
+    cuda_path = tmp_path / "clusters" / f"{cache_key('d', 'pca', 8, 5, 0, 'cuda')}.pt"
+    cuda_path.parent.mkdir(parents=True)
+    torch.save({"assign": torch.zeros(60, dtype=torch.long), "inertia": 0.0, "k": 5, "features": "pca"}, cuda_path)
+    a = cached_clusters(x, "d", "pca", 5, 0, pca_dim=8, cache_dir=tmp_path)
+    assert a.path.name == f"{cache_key('d', 'pca', 8, 5, 0, 'cpu')}.pt" and a.path != cuda_path
+    assert not a.cache_hit and len(a.assign.unique()) == 5

@@ -113,7 +113,14 @@ def test_unknown_name_lists_valid_names():
         build_model("vgg", (3, 32, 32), C)
     for name in ["auto", *MODELS]:
         assert name in str(err.value)
-    assert set(MODELS) == {"linear", "mlp", "cnn", "resnet18", "resnet34"}
+    assert set(MODELS) == {"linear", "mlp", "mlp1", "cnn", "resnet18", "resnet34"}
+
+
+def test_mlp1_is_the_cll_papers_784_500_10_without_batchnorm():
+    m = build_model("mlp1", (1, 28, 28), 10, hidden=500)
+    assert param_count(m) == 784 * 500 + 500 + 500 * 10 + 10
+    assert not any(isinstance(x, torch.nn.BatchNorm1d) for x in m.modules()) and m.num_mix_layers == 2
+    assert m(torch.randn(3, 1, 28, 28)).shape == (3, 10)
 
 
 def test_auto():

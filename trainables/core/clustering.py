@@ -137,8 +137,12 @@ class Clustering:
     path: Path
 
 
-def cache_key(data_key: str, features: str, pca_dim: int, k: int, seed: int) -> str:
-    text = f"v{CACHE_VERSION}|{data_key}|{features}|{pca_dim if features == 'pca' else 0}|{k}|{seed}"
+def cache_key(data_key: str, features: str, pca_dim: int, k: int, seed: int, device: str = "cpu") -> str:
+    """The cache file's name. `device` is the kind of device that computes the clustering
+    (cpu | cuda): k-means seeding draws from a device generator and reductions differ, so a
+    clustering computed on a GPU node is not the one the CPU computes, and CPU runs must not
+    depend on which node wrote the cache first."""
+    text = f"v{CACHE_VERSION}|{data_key}|{features}|{pca_dim if features == 'pca' else 0}|{k}|{seed}|{device}"
     if features == "encoder":  # a change of encoder settings must not reuse old clusterings
         text += f"|{ENCODER_SETTINGS.tag()}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -160,7 +164,7 @@ def cached_clusters(
     """
     start = time.perf_counter()
     root = Path(cache_dir) if cache_dir else default_cache_dir()
-    path = root / "clusters" / f"{cache_key(data_key, features, pca_dim, k, seed)}.pt"
+    path = root / "clusters" / f"{cache_key(data_key, features, pca_dim, k, seed, x.device.type)}.pt"
     if path.exists():
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)

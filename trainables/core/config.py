@@ -28,12 +28,21 @@ class MethodSpec:
     pairing: str | None  # None (no mixing) | "random" | "cluster"
     multi: bool = False  # K sorted interpolations per pair (Multi-Mix)
     contrastive: bool = False  # Infinite Class Mixup dual-contrastive loss
+    scope: str = "set"  # cluster pairing: partner from the whole training set | "batch": from the same batch
+    mix_inputs: bool = True  # False: label sharing, the anchor's input unchanged, only the targets mix
 
 
+# ICM variants (Mai & Lin's released code, github.com/maitanha/cll_ot, HEAD train.py +
+# cl_augmentation.aug_intra_class): the authors draw the partner inside the batch (itself
+# allowed, see `self_pairing`) and, in the reported ablation, keep the anchor's input and
+# share the partner's complementary labels ("label sharing").
 METHODS: dict[str, MethodSpec] = {
     "none": MethodSpec(None),
     "mixup": MethodSpec("random"),
     "icm": MethodSpec("cluster"),
+    "icm_in_batch": MethodSpec("cluster", scope="batch"),
+    "icm_share_labels": MethodSpec("cluster", mix_inputs=False),
+    "icm_share_labels_in_batch": MethodSpec("cluster", scope="batch", mix_inputs=False),
     "multimix": MethodSpec("random", multi=True),
     "icm_multimix": MethodSpec("cluster", multi=True),
     "infinite_class": MethodSpec("random", contrastive=True),
@@ -46,7 +55,7 @@ DATASETS = ("digits", "mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100",
 CLIMAGE_DATASETS = ("clcifar10", "clcifar20", "clmicro_imagenet10", "clmicro_imagenet20")
 CLIMAGE_ANNOTATORS = 3
 GIVEN_LABEL_DATASETS = ("npz", "folder", *CLIMAGE_DATASETS)  # datasets whose files may carry complementary labels (cl_train)
-MODELS = ("auto", "linear", "mlp", "cnn", "resnet18", "resnet34")
+MODELS = ("auto", "linear", "mlp", "mlp1", "cnn", "resnet18", "resnet34")
 LABELS = ("ordinary", "complementary", "given")
 # labels whose training targets are complementary (every CLL loss applies)
 CL_LABELS = ("complementary", "given")
@@ -96,13 +105,13 @@ class TrainConfig:
 
     # --- model, loss, method ------------------------------------------------------------
     model: str = "auto"
-    """linear | mlp | cnn | resnet18 | resnet34; auto picks mlp for 8x8 and 28x28, resnet18 for 32x32."""
+    """linear | mlp | mlp1 (one hidden layer, no BatchNorm: the CLL papers' MLP) | cnn | resnet18 | resnet34; auto picks mlp for 8x8 and 28x28, resnet18 for 32x32."""
     hidden: int = 256
     """Width of the MLP's hidden layers and base width of the CNN."""
     loss: str = "auto"
     """ce (ordinary) | scl_nl | scl_exp | fwd | ure_ga | ure_tnn | pc (complementary); auto = ce or scl_nl."""
     method: str = "none"
-    """none | mixup | icm | multimix | icm_multimix | infinite_class | icm_infinite_class."""
+    """none | mixup | icm | icm_in_batch | icm_share_labels | icm_share_labels_in_batch | multimix | icm_multimix | infinite_class | icm_infinite_class."""
     alpha: float = 1.0
     """Mixing weights are drawn from Beta(alpha, alpha); > 0."""
     k: int = 10
@@ -115,6 +124,8 @@ class TrainConfig:
     """Infinite Class Mixup: weight of the dual-contrastive loss vs plain mixed CE, in [0, 1]; 1 = paper."""
     contrastive_balance: float = 0.5
     """Infinite Class Mixup: share of the row (per-example) direction vs columns, in [0, 1]; 0.5 = paper."""
+    self_pairing: bool = False
+    """ICM methods: an anchor may draw itself as its partner (the authors' in-batch code does); False: another cluster member when there is one."""
     cluster_features: str = "pca"
     """Features k-means runs on: raw (pixels) | pca (pca_dim components) | encoder (self-supervised CNN, cached); L2-normalised."""
     pca_dim: int = 32
@@ -226,6 +237,10 @@ class TrainConfig:
             raise ConfigError(f"K={self.K} needs a Multi-Mix method (multimix, icm_multimix), not method={self.method}")
         if self.method_spec.contrastive and self.mix_level != "input":
             raise ConfigError(f"method={self.method} mixes inputs only; mix_level={self.mix_level} is not supported")
+        if self.self_pairing and self.method_spec.pairing != "cluster":
+            raise ConfigError(f"self_pairing=True applies to ICM methods (same-cluster partners), not method={self.method}")
+        if not self.method_spec.mix_inputs and self.mix_level != "input":
+            raise ConfigError(f"method={self.method} shares labels without mixing inputs; mix_level={self.mix_level} does not apply")
         climage = self.dataset in CLIMAGE_DATASETS
         if climage and self.labels != "given":
             raise ConfigError(f"dataset={self.dataset} carries annotators' complementary labels: use labels=given"

@@ -34,13 +34,13 @@ from .losses import candidate_targets, get_loss, infinite_class_loss
 from .metrics import accuracy_t, complementary_validation, expected_calibration_error_t, ordinary_validation
 from .mixing import (
     ClusterIndex,
-    cluster_pairing,
+    check_cutmix_shape,
     cutmix,
+    draw_pairs,
     draw_lambdas,
     hidden_mixer,
     mix_inputs,
     mix_targets,
-    random_pairing,
     repeat_anchor,
 )
 from .models import auto_model_name, build_model
@@ -78,6 +78,7 @@ class TrainData:
     labels: str = "complementary"  # cfg.labels: which validation metrics apply
     Q_inv: Tensor | None = None  # (C, C) inverse of Q, computed once
     q_source: str | None = None  # uniform | biased | given | estimated
+    ccp: Tensor | None = None  # (C,) complementary-label prior pi Q when the class prior pi is not uniform (URE losses)
 
 
 def prepare(cfg: TrainConfig, dataset: Dataset, device: torch.device) -> TrainData:
@@ -99,6 +100,11 @@ def prepare(cfg: TrainConfig, dataset: Dataset, device: torch.device) -> TrainDa
         return None if t is None else t.to(device, non_blocking=True)
 
     Q = dev(split.Q)
+    ccp = None
+    if cfg.imbalance_ratio > 1 and Q is not None and split.y_train is not None:
+        # the URE losses default to a uniform class prior; a subsampled set has its own
+        prior = torch.bincount(split.y_train, minlength=dataset.num_classes).float() / len(split.y_train)
+        ccp = prior.to(device) @ Q
     return TrainData(
         x=x,
         targets=dev(split.train_targets),
@@ -115,6 +121,7 @@ def prepare(cfg: TrainConfig, dataset: Dataset, device: torch.device) -> TrainDa
         labels=cfg.labels,
         Q_inv=None if Q is None else torch.linalg.inv(Q.double()).float(),
         q_source=split.q_source,
+        ccp=ccp,
     )
 
 
@@ -229,7 +236,7 @@ def fit(
     torch.manual_seed(cfg.seed)  # model initialisation
     in_shape = tuple(data.x.shape[1:])
     model = build_model(cfg.model, in_shape, data.num_classes, cfg.hidden).to(device)
-    conv = (cfg.model if cfg.model != "auto" else auto_model_name(in_shape)) != "mlp"
+    conv = (cfg.model if cfg.model != "auto" else auto_model_name(in_shape)) not in ("mlp", "mlp1", "linear")
     if cuda and conv:
         # batch shapes repeat every step: let cuDNN time its algorithms once per shape and keep
         # the fastest (GPU results are not bit-reproducible anyway: bf16, atomic reductions)
@@ -243,8 +250,10 @@ def fit(
     opt = _build_optimizer(cfg, model)
     sched = _build_schedule(cfg, opt)
     forward = torch.compile(model) if cfg.compile else model
-    loss_fn = get_loss(cfg.resolved_loss)
+    loss_fn = get_loss(cfg.resolved_loss, ccp=data.ccp)
     spec = cfg.method_spec
+    if cfg.mix_level == "cutmix" and spec.pairing is not None:
+        check_cutmix_shape(in_shape)
     K = cfg.K if spec.multi else 1
     clusters = ClusterIndex(data.clusters.assign) if data.clusters is not None else None
     complementary = cfg.complementary
@@ -320,7 +329,7 @@ def fit(
                     logits = forward(x)
                 target = t
             else:
-                pairs = random_pairing(idx, gen) if spec.pairing == "random" else cluster_pairing(idx, clusters, gen)
+                pairs = draw_pairs(spec.pairing, spec.scope, idx, clusters, gen, cfg.self_pairing)
                 lam = draw_lambdas(B, K, cfg.alpha, rng, device)  # (B, K)
                 if pairs.perm is not None:
                     xp = x[pairs.perm]
@@ -329,7 +338,9 @@ def fit(
                     if cfg.augment:
                         xp = _augment(xp, gen)
                 with autocast():
-                    if cfg.mix_level == "cutmix":
+                    if not spec.mix_inputs:  # label sharing: the anchor's own input
+                        logits = forward(x)
+                    elif cfg.mix_level == "cutmix":
                         xm, lam = cutmix(x, xp, lam, gen)
                         logits = forward(xm)
                     elif cfg.mix_level == "manifold":

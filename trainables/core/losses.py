@@ -275,12 +275,24 @@ LOSSES: dict[str, LossFn] = {
 }
 
 
-def get_loss(name: str) -> LossFn:
-    """The loss called `name` in `LOSSES`; ValueError listing the valid names otherwise."""
+PRIOR_LOSSES = ("ure_ga", "ure_tnn")
+"""Losses that take the complementary-label prior `ccp=` (the URE estimators)."""
+
+
+def get_loss(name: str, ccp: Tensor | None = None) -> LossFn:
+    """The loss called `name` in `LOSSES`; ValueError listing the valid names otherwise.
+
+    `ccp` (C,), the complementary-label prior P(cl = k) = (pi Q)_k of a training set whose
+    class prior pi is not uniform, is bound into the losses that use it (PRIOR_LOSSES);
+    None keeps their default (Q's column means: a uniform class prior).
+    """
     try:
-        return LOSSES[name]
+        fn = LOSSES[name]
     except KeyError:
         raise ValueError(f"unknown loss {name!r}; valid: {', '.join(sorted(LOSSES))}") from None
+    if ccp is not None and name in PRIOR_LOSSES:
+        return functools.partial(fn, ccp=ccp)
+    return fn
 
 
 # ------------------------------------------------------------------ Infinite Class Mixup

@@ -12,6 +12,7 @@ Nothing here is dtype- or device-specific: the caller moves the model, picks
 
 Mix layers per model (`num_mix_layers`, index = input of that block):
     mlp       3   0 input | 1 after hidden layer 1 | 2 after hidden layer 2 (the classifier's input)
+    mlp1      2   0 input | 1 after the hidden layer (the classifier's input)
     cnn       3   0 input | 1 after stage 1 | 2 after stage 2 (pooled, before global pool + linear)
     resnet*   5   0 input | 1 after stem | 2 after layer1 | 3 after layer2 | 4 after layer3
 For the ResNets, Manifold Mixup's paper mixes at {input, layer1, layer2} = indices {0, 2, 3};
@@ -25,7 +26,7 @@ from typing import Callable
 
 from torch import Tensor, nn
 
-__all__ = ["MixNet", "MLP", "SmallCNN", "ResNet", "MODELS", "build_model", "param_count"]
+__all__ = ["MixNet", "MLP", "MLP1", "SmallCNN", "ResNet", "MODELS", "build_model", "param_count"]
 
 MixFn = Callable[[Tensor], Tensor]
 
@@ -86,6 +87,22 @@ class MLP(MixNet):
         # All three block inputs are mixable: input, hidden1, hidden2 (the last is the
         # classifier's input, the deepest representation manifold mixup can use).
         super().__init__(blocks, num_mix_layers=3)
+
+
+class MLP1(MixNet):
+    """Flatten -> Linear -> ReLU -> Linear, no BatchNorm: the CLL papers' MLP (784-500-10 with hidden=500).
+
+    Ishida et al. (takashiishida/comp) and Mai & Lin (maitanha/cll_ot) train this one. Blocks:
+    hidden, classifier; mixable layers: input, hidden.
+    """
+
+    def __init__(self, in_shape: tuple[int, int, int], num_classes: int, hidden: int = 500) -> None:
+        c, h, w = in_shape
+        blocks = [
+            nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(inplace=True)),  # (B, hidden)
+            nn.Linear(hidden, num_classes),
+        ]
+        super().__init__(blocks, num_mix_layers=2)
 
 
 class Linear(MixNet):
@@ -226,6 +243,7 @@ def _resnet34(in_shape: tuple[int, int, int], num_classes: int, hidden: int = 25
 MODELS: dict[str, Callable[..., MixNet]] = {
     "linear": Linear,
     "mlp": _mlp,
+    "mlp1": MLP1,
     "cnn": _cnn,
     "resnet18": _resnet18,
     "resnet34": _resnet34,
