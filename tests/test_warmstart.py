@@ -85,3 +85,48 @@ def test_exported_configs_are_evaluated_first(tmp_path):
     assert "k" not in warm.points[0] and warm.points[0]["loss"] == "fwd"
     with pytest.raises(SearchError, match="no such config file"):
         plan([str(tmp_path / "nope.yaml")], settings, space)
+
+
+def checked_data(**fields) -> tuple[dict, dict]:
+    """(describe_data's record, the config's dict) of real data, as check_search fills them in."""
+    from tests.conftest import MNIST_DIR
+    from trainables.core.data import load_dataset
+    from trainables.core.split import split_and_label
+    from tuner.mlflow_meta import describe_data
+
+    if fields.get("dataset") == "mnist":
+        fields.setdefault("data_dir", str(MNIST_DIR))
+    cfg = TrainConfig(**fields)
+    data = load_dataset(cfg)
+    split = split_and_label(cfg, data)
+    return describe_data(cfg, data, len(split.train_index), len(split.val_index)), cfg.to_dict()
+
+
+def test_earlier_search_on_other_data_is_refused(tmp_path):
+    """Issue 21 item 5: a digits search's values are no priors for an MNIST search (or another label draw)."""
+    old, _ = earlier_search(tmp_path)
+    old.data, old.base = checked_data(dataset="digits")
+    old.save()
+    settings, space = new_settings(tmp_path)
+    settings.data, settings.base = checked_data(dataset="digits")
+    assert len(plan(["old"], settings, space).prior) == 5  # the same data: accepted, no note about data
+    settings.data, settings.base = checked_data(dataset="mnist")
+    with pytest.raises(SearchError, match=r"^--warm-start old: old ran on other data \(digits vs mnist; digest "
+                                          r"[0-9a-f]{10} vs [0-9a-f]{10}\): .* give --warm-start-other-data"):
+        plan(["old"], settings, space)
+    settings.data, settings.base = checked_data(dataset="digits", data_seed=7)  # same arrays, another split
+    with pytest.raises(SearchError, match=r"other data \(data_seed=0 vs 7; digest"):
+        plan(["old"], settings, space)
+    settings.warm_start_other_data = True  # what `--warm-start-other-data` sets
+    warm = plan(["old"], settings, space)
+    assert len(warm.prior) == 5 and any("used anyway (--warm-start-other-data)" in n for n in warm.notes)
+
+
+def test_warm_start_other_data_flag_in_help(capsys):
+    from tuner.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["search", "--help"])
+    assert "--warm-start-other-data" in capsys.readouterr().out
+    args = build_parser().parse_args(["search", "--warm-start", "old", "--warm-start-other-data"])
+    assert args.warm_start_other_data is True

@@ -11,7 +11,10 @@ Two sources, planned (and checked) before anything is written, applied when the 
   evaluated first (`enqueue_trial`, Ray's `points_to_evaluate`).
 
 Parameters the spaces do not share are a one-line error listing them, or, with
-`--warm-start-partial`, dropped with one line saying which. Optuna's sampler sees the prior
+`--warm-start-partial`, dropped with one line saying which. An earlier search must have
+used the same data (its dataset's content digest, `mlflow_meta.data_digest`: the arrays and
+the label and split settings): another data set's values are no evidence about this one,
+so it is a one-line error unless `--warm-start-other-data` asks for them anyway. Optuna's sampler sees the prior
 trials as ordinary COMPLETE trials tagged `mixtune.warm_start`; Ray does not run them.
 """
 
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from trainables.core.config import TrainConfig
+from tuner.mlflow_meta import data_digest, data_settings
 from tuner.settings import SearchError, SearchSettings, find_search
 
 # fields that say where and how fast a config ran, not what it is: never a reason to refuse
@@ -88,8 +92,46 @@ def _refuse_or_drop(what: str, foreign: list[str], partial: bool, notes: list[st
     notes.append(f"warm start from {what}: dropped {', '.join(sorted(foreign))} (not in this search's space)")
 
 
+def data_identity(settings: SearchSettings) -> tuple[str, str] | None:
+    """(name, digest) of the data a search used; None when its state records none (not checked yet)."""
+    data = settings.data
+    if not data or not data.get("fingerprint"):
+        return None
+    return str(data.get("name")), data_digest(data["fingerprint"], settings.base)
+
+
+def _data_difference(earlier: SearchSettings, settings: SearchSettings) -> str:
+    """What differs between two searches' data, in words (for the refusal)."""
+    a, b = earlier.data or {}, settings.data or {}
+    if a.get("name") != b.get("name"):
+        return f"{a.get('name')} vs {b.get('name')}"
+    if a.get("fingerprint") != b.get("fingerprint"):
+        return f"other contents of {a.get('name')}"
+    sa, sb = data_settings(earlier.base), data_settings(settings.base)
+    return ", ".join(f"{k}={sa.get(k)!r} vs {sb.get(k)!r}" for k in sb if sa.get(k) != sb.get(k)) or "other settings"
+
+
+def check_same_data(earlier: SearchSettings, settings: SearchSettings, other_data: bool, notes: list[str]) -> None:
+    """An earlier search's trials are evidence only about the data it ran on: refuse others unless asked."""
+    mine = data_identity(settings)
+    if mine is None:
+        return  # this search's data is not known yet (planning outside check_search)
+    theirs = data_identity(earlier)
+    if theirs == mine:
+        return
+    if theirs is None:
+        why = f"{earlier.name} records no data identity (made by an older mixtune)"
+    else:
+        why = (f"{earlier.name} ran on other data ({_data_difference(earlier, settings)}; "
+               f"digest {theirs[1]} vs {mine[1]})")
+    if not other_data:
+        raise SearchError(f"--warm-start {earlier.name}: {why}: its values are no evidence for this data; "
+                          "give --warm-start-other-data to use them anyway")
+    notes.append(f"warm start from {why}: used anyway (--warm-start-other-data)")
+
+
 def _from_search(folder: Path, settings: SearchSettings, dists: dict[str, Any], partial: bool,
-                 notes: list[str]) -> list[Any]:
+                 notes: list[str], other_data: bool = False) -> list[Any]:
     import optuna
 
     earlier = SearchSettings.load(folder)
@@ -98,6 +140,7 @@ def _from_search(folder: Path, settings: SearchSettings, dists: dict[str, Any], 
     if (earlier.metric, earlier.mode) != (settings.metric, settings.mode):
         raise SearchError(f"--warm-start {earlier.name} selected on {earlier.metric} ({earlier.mode}); this search "
                           f"selects on {settings.metric} ({settings.mode}): give --metric {earlier.metric} to reuse it")
+    check_same_data(earlier, settings, other_data, notes)
     study = optuna.load_study(study_name=earlier.study_name, storage=earlier.study_storage)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     prior, dropped = [], set()
@@ -129,8 +172,15 @@ def _from_config(path: Path, settings: SearchSettings, dists: dict[str, Any], fi
     return kept
 
 
-def plan(refs: list[str], settings: SearchSettings, space: Callable, partial: bool = False) -> WarmStart:
-    """Check every --warm-start reference against this search; nothing is written."""
+def plan(refs: list[str], settings: SearchSettings, space: Callable, partial: bool = False,
+         other_data: bool | None = None) -> WarmStart:
+    """Check every --warm-start reference against this search; nothing is written.
+
+    other_data: accept earlier searches on other data (`--warm-start-other-data`); None reads
+    the search's `warm_start_other_data` (set by the CLI; not part of the saved state).
+    """
+    if other_data is None:
+        other_data = bool(getattr(settings, "warm_start_other_data", False))
     out = WarmStart()
     if not refs:
         return out
@@ -143,7 +193,7 @@ def plan(refs: list[str], settings: SearchSettings, space: Callable, partial: bo
             out.points.append(_from_config(path, settings, dists, fixed, partial, out.notes))
         else:
             folder = find_search(ref, settings.results_dir)
-            out.prior += _from_search(folder, settings, dists, partial, out.notes)
+            out.prior += _from_search(folder, settings, dists, partial, out.notes, other_data)
         out.sources.append(ref)
     return out
 
