@@ -67,6 +67,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         warm_start=list(args.warm_start or []),
         warm_start_partial=args.warm_start_partial,
     )
+    # read by warmstart.plan; not saved (a resumed search does not plan its warm start again)
+    settings.warm_start_other_data = args.warm_start_other_data
     outcome = run_search(settings)
     print_outcome(settings, outcome)
     return 0
@@ -147,6 +149,9 @@ def add_commands(sub) -> None:
                         "and/or exported configs (.yaml: evaluated first)")
     s.add_argument("--warm-start-partial", action="store_true",
                    help="drop parameters the spaces do not share instead of refusing")
+    s.add_argument("--warm-start-other-data", action="store_true",
+                   help="use earlier searches that ran on other data (another dataset, file, split or label "
+                        "draw: another data digest) instead of refusing them")
     s.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs before a trial may be stopped")
     s.add_argument("--reduction-factor", type=int, default=3, help="ASHA: keep 1/factor at each rung")
     s.add_argument("--sampler", choices=["tpe", "gp", "random"], default="tpe",
