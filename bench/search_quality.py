@@ -1,0 +1,414 @@
+"""Does `mixtune search` find a better configuration with less compute than random search?
+
+    python bench/search_quality.py run     [--datasets digits mnist] [--spaces icm all] [--seeds 0 1 2 3 4]
+                                           [--strategies pool default tpe_noes gp_noes ...] [--trials 64]
+    python bench/search_quality.py report  (assembles docs/search_quality.md's figures from the store)
+
+Every search is a complete one through the real machinery (Ray Tune, the Optuna sampler, the
+journaled ASHA, MLflow), selecting on the validation metric a user without true labels has
+(val_scel_ts for complementary labels). Search seed s uses data seed s (its own validation split
+and complementary-label draw). Strategies (`STRATEGIES`):
+
+* default   mixtune search as shipped (TPE, ASHA, start-up sized to the budget, stopped trials PRUNED);
+* before    the defaults before this benchmark (start-up 10, stopped trials told COMPLETE);
+* tpe_noes  TPE, no early stopping;
+* gp_noes   Optuna's GPSampler, no early stopping (Bayesian optimisation with a Gaussian process:
+            the established model-based baseline for budgets of tens of trials);
+* random_noes, random_asha  random sampling without / with the same ASHA: not run as searches but
+            computed exactly from `pool`, a set of random configurations (Optuna's RandomSampler
+            over the same space, seeded) each trained to the full budget with every epoch kept.
+            random_noes with n trials is the pool's first n; random_asha replays the pool in order
+            through Ray's own ASHA bracket, one trial at a time.
+
+What is measured, against cumulative trial-epochs (the compute a user pays): the test accuracy of
+the trial the search would return at that point, chosen the way mixtune chooses (`pick_best`:
+the validation metric, trials that ran every epoch first; never a test label); the best test
+accuracy among the trials it ran (search regret against the best anywhere in the benchmark for
+that dataset, space and seed) and the selected one's gap to it (selection regret).
+
+Each search is stored as one JSON file under --store (default bench/results/search_quality/),
+so parts can run in parallel processes or in the background and `report` assembles them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
+STORE = ROOT / "bench" / "results" / "search_quality"
+DOC = ROOT / "docs" / "search_quality.md"
+EPOCHS = 20
+BUDGETS = (40, 80, 160, 240, 320, 427, 640, 960, 1280)  # trial-epochs; 427 = a third of 64 x 20
+
+# strategy -> SearchSettings changes (None: computed from the pool)
+STRATEGIES: dict[str, dict[str, Any] | None] = {
+    "default": {"num_samples": 64},
+    "default16": {"num_samples": 16},
+    "before16": {"num_samples": 16, "startup_trials": 10, "record_pruned": False},
+    "tpe_noes": {"num_samples": 32, "scheduler": "none"},
+    "gp_noes": {"num_samples": 32, "sampler": "gp", "scheduler": "none"},
+    "random_noes": None,
+    "random_asha": None,
+}
+LABELS = {
+    "default": "mixtune default, 64-trial search",
+    "default16": "mixtune default, 16-trial search",
+    "before16": "previous default, 16 trials (start-up 10, stopped = COMPLETE)",
+    "tpe_noes": "TPE, no early stopping",
+    "gp_noes": "GP (Optuna GPSampler), no early stopping",
+    "random_noes": "random, no early stopping",
+    "random_asha": "random + ASHA",
+}
+
+
+# ----------------------------------------------------------------------------- settings
+def base_config(dataset: str, seed: int) -> dict[str, Any]:
+    from trainables.core.config import TrainConfig
+
+    extra = {"data_dir": str(MNIST_DIR)} if dataset == "mnist" else {}
+    return TrainConfig(dataset=dataset, labels="complementary", epochs=EPOCHS, data_seed=seed, num_threads=1,
+                       **extra).to_dict()
+
+
+def settings_for(out: Path, strategy: str, dataset: str, space: str, seed: int, trials: int | None = None):
+    from tuner.settings import SearchSettings
+
+    changes = dict(STRATEGIES.get(strategy) or {})
+    if trials is not None:
+        changes["num_samples"] = trials
+    return SearchSettings(
+        name=f"{strategy}-{dataset}-{space}-s{seed}", space=space, base=base_config(dataset, seed), max_concurrent=2, num_cpus=2, cpus_per_trial=1.0, seed=seed,
+        results_dir=str(out / "results"), tracking_uri=f"sqlite:///{out / 'mlflow.db'}",
+        experiment="bench-search-quality", **changes)
+
+
+def record_path(store: Path, strategy: str, dataset: str, space: str, seed: int) -> Path:
+    return store / f"{strategy}-{dataset}-{space}-s{seed}.json"
+
+
+# ----------------------------------------------------------------------------- real searches
+def run_search_record(strategy: str, dataset: str, space: str, seed: int, trials: int | None, store: Path,
+                      work: Path) -> dict[str, Any]:
+    """One real search (in this process), returned as a record of every trial's epochs."""
+    import optuna
+
+    from tuner.execute import run_search
+    from tuner.searcher import RAY_TRIAL_ATTR
+
+    settings = settings_for(work, strategy, dataset, space, seed, trials)
+    t0 = time.time()
+    run_search(settings, echo=lambda line: None)
+    wall = time.time() - t0
+    study = optuna.load_study(study_name=settings.study_name, storage=settings.study_storage)
+    finished = {t.user_attrs.get(RAY_TRIAL_ATTR): t.datetime_complete.timestamp()
+                for t in study.trials if t.datetime_complete is not None}
+    out = []
+    for folder in sorted((settings.folder).glob("trial_*")):
+        rows = [json.loads(line) for line in (folder / "result.json").read_text().splitlines() if line.strip()]
+        by_epoch = {int(r["epoch"]): r for r in rows if "epoch" in r}  # a restored epoch once
+        epochs = sorted(by_epoch)
+        tid = folder.name.removeprefix("trial_")
+        out.append({"id": tid, "config": rows[-1]["config"], "end": finished.get(tid, rows[-1]["timestamp"]),
+                    "val": [by_epoch[e][settings.metric] for e in epochs],
+                    "test": [by_epoch[e]["test_acc"] for e in epochs]})
+    out.sort(key=lambda t: t["end"])
+    return {"strategy": strategy, "dataset": dataset, "space": space, "seed": seed, "trials": out,
+            "metric": settings.metric, "mode": settings.mode, "epochs": EPOCHS, "wall": wall,
+            "num_samples": settings.num_samples}
+
+
+def run_pool(dataset: str, space: str, seed: int, trials: int) -> dict[str, Any]:
+    """`trials` random configurations of the space, each trained to the last epoch in this process."""
+    import optuna
+    import torch
+
+    from trainables.core.fit import fit, prepare, resolve_device
+    from trainables.trainable import trial_config
+    from tuner.checks import check_search
+
+    torch.set_num_threads(1)
+    settings = settings_for(Path(tempfile.mkdtemp(prefix="mixtune-pool-")), "default", dataset, space, seed, trials)
+    checked = check_search(settings)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1000 + seed))
+    out, t0 = [], time.time()
+    for i in range(trials):
+        trial = study.ask()
+        fixed = checked.space(trial) or {}  # suggests on the trial, then returns the constants
+        params = {**trial.params, **fixed}
+        study.tell(trial, 0.0)
+        cfg = trial_config(checked.settings.base, params, 1.0)
+        start = time.time()
+        result = fit(cfg, prepare(cfg, checked.dataset, resolve_device(cfg.device)))
+        out.append({"id": f"pool{i:03d}", "config": params, "seconds": time.time() - start,
+                    "val": [h[checked.settings.metric] for h in result.history],
+                    "test": [h["test_acc"] for h in result.history]})
+    return {"strategy": "pool", "dataset": dataset, "space": space, "seed": seed, "trials": out,
+            "metric": checked.settings.metric, "mode": checked.settings.mode, "epochs": EPOCHS,
+            "wall": time.time() - t0, "num_samples": trials}
+
+
+# ----------------------------------------------------------------------------- replays
+def sequence(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The trials in the order they ended, each with the epochs it ran."""
+    return [{**t, "epochs": len(t["val"])} for t in record["trials"]]
+
+
+def random_noes(pool: dict[str, Any]) -> list[dict[str, Any]]:
+    return sequence(pool)
+
+
+def random_asha(pool: dict[str, Any], grace: int = 2, factor: int = 3) -> list[dict[str, Any]]:
+    """The pool's trials in order through Ray's ASHA bracket (one at a time): each is cut at the
+    rung where the bracket would stop it."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers.async_hyperband import _Bracket
+
+    bracket = _Bracket(min_t=grace, max_t=pool["epochs"], reduction_factor=factor, s=0)
+    sign = 1.0 if pool["mode"] == "max" else -1.0
+    out = []
+    for t in pool["trials"]:
+        trial, ran = SimpleNamespace(trial_id=t["id"]), len(t["val"])
+        for epoch, value in enumerate(t["val"], 1):
+            if bracket.on_result(trial, epoch, sign * value) == "STOP":
+                ran = epoch
+                break
+        out.append({**t, "val": t["val"][:ran], "test": t["test"][:ran], "epochs": ran})
+    return out
+
+
+# ----------------------------------------------------------------------------- reading a search
+def select(done: list[dict[str, Any]], metric: str, mode: str, epochs: int) -> dict[str, Any] | None:
+    """The trial mixtune would return: `tuner.selection.pick_best` on the validation metric."""
+    from tuner.selection import pick_best
+
+    rows = [{"error": None, "trial": t, "metrics": {metric: t["val"][-1], "epoch": t["epochs"]}} for t in done]
+    best = pick_best(rows, metric, mode, epochs)
+    return None if best is None else best["trial"]
+
+
+def anytime(trials: list[dict[str, Any]], metric: str, mode: str, epochs: int,
+            budgets=BUDGETS) -> list[dict[str, Any]]:
+    """At each budget (trial-epochs of the trials ended by then): selected and best-run test accuracy."""
+    points = []
+    for budget in budgets:
+        done, cost = [], 0
+        for t in trials:
+            if cost + t["epochs"] > budget:
+                break
+            cost += t["epochs"]
+            done.append(t)
+        if not done or cost < 0.9 * budget and len(done) == len(trials):
+            points.append(None)  # the search ended before this budget
+            continue
+        chosen = select(done, metric, mode, epochs)
+        full = [t for t in done if t["epochs"] == epochs] or done
+        points.append({"budget": budget, "cost": cost, "trials": len(done), "selected": chosen["test"][-1],
+                       "best_run": max(t["test"][-1] for t in full)})
+    return points
+
+
+def trials_of(strategy: str, record: dict[str, Any]) -> list[dict[str, Any]]:
+    if strategy == "random_noes":
+        return random_noes(record)
+    if strategy == "random_asha":
+        return random_asha(record)
+    return sequence(record)
+
+
+# ----------------------------------------------------------------------------- commands
+def cmd_run(args) -> int:
+    store = Path(args.store)
+    store.mkdir(parents=True, exist_ok=True)
+    for seed in args.seeds:  # seeds outermost: every strategy has a seed before any has two
+        for dataset in args.datasets:
+            for space in args.spaces:
+                for strategy in args.strategies:
+                    name = "pool" if strategy == "pool" else strategy
+                    path = record_path(store, name, dataset, space, seed)
+                    if path.exists():
+                        continue
+                    t0 = time.time()
+                    if strategy == "pool":
+                        record = run_pool(dataset, space, seed, args.trials)
+                    else:  # a fresh process per search: its own Ray runtime, shut down after
+                        cmd = [sys.executable, __file__, "one", strategy, dataset, space, str(seed),
+                               "--store", str(store), "--work", args.work]
+                        rc = subprocess.run(cmd).returncode
+                        if rc != 0:
+                            print(f"{strategy} {dataset} {space} seed {seed}: exit {rc}", flush=True)
+                        continue
+                    path.write_text(json.dumps(record))
+                    print(f"{name} {dataset} {space} seed {seed}: {time.time() - t0:.0f}s", flush=True)
+    return 0
+
+
+def cmd_one(args) -> int:
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    store = Path(args.store)
+    work = Path(args.work) / f"{args.strategy}-{args.dataset}-{args.space}-s{args.seed}"
+    if work.exists():
+        import shutil
+
+        shutil.rmtree(work)  # a search killed half-way: run it again whole
+    work.mkdir(parents=True)
+    t0 = time.time()
+    record = run_search_record(args.strategy, args.dataset, args.space, args.seed, args.trials, store, work)
+    from trainables.core.files import write_text_atomic
+
+    write_text_atomic(record_path(store, args.strategy, args.dataset, args.space, args.seed), json.dumps(record))
+    cost = sum(len(t["val"]) for t in record["trials"])
+    print(f"{args.strategy} {args.dataset} {args.space} seed {args.seed}: {len(record['trials'])} trials, "
+          f"{cost} trial-epochs, {time.time() - t0:.0f}s", flush=True)
+    return 0
+
+
+def load(store: Path) -> dict[tuple[str, str, str, int], dict[str, Any]]:
+    out = {}
+    for path in sorted(store.glob("*.json")):
+        r = json.loads(path.read_text())
+        out[(r["strategy"], r["dataset"], r["space"], r["seed"])] = r
+    return out
+
+
+def pm(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    if not values:
+        return "-"
+    m = statistics.fmean(values) * scale
+    s = (statistics.stdev(values) * scale) if len(values) > 1 else 0.0
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def summarise(records, strategies=tuple(STRATEGIES)) -> dict[str, Any]:
+    """Per (dataset, space): each strategy's anytime points over seeds, and the best anywhere."""
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
+    for (strategy, dataset, space, seed), rec in records.items():
+        cell = cells.setdefault((dataset, space), {"best": {}, "curves": {}, "walls": {}})
+        full = [t["test"][-1] for t in rec["trials"] if len(t["test"]) == rec["epochs"]]
+        if full:
+            cell["best"][seed] = max(cell["best"].get(seed, 0.0), max(full))
+        sources = ["random_noes", "random_asha"] if strategy == "pool" else [strategy]
+        for name in sources:
+            if name not in strategies:
+                continue
+            trials = trials_of(name, rec)
+            cell["curves"].setdefault(name, {})[seed] = anytime(trials, rec["metric"], rec["mode"], rec["epochs"])
+            if strategy != "pool":
+                cell["walls"].setdefault(name, {})[seed] = rec["wall"]
+    return cells
+
+
+def table_rows(cell: dict[str, Any], strategy: str) -> list[dict[str, Any]]:
+    curves = cell["curves"].get(strategy, {})
+    rows = []
+    for i, budget in enumerate(BUDGETS):
+        pts = {seed: c[i] for seed, c in curves.items() if c[i] is not None}
+        if not pts:
+            continue
+        sel = [p["selected"] for p in pts.values()]
+        run = [p["best_run"] for p in pts.values()]
+        best = [cell["best"][s] for s in pts]
+        rows.append({"budget": budget, "seeds": len(pts), "selected": sel,
+                     "search_regret": [b - r for b, r in zip(best, run)],
+                     "selection_regret": [r - s for r, s in zip(run, sel)],
+                     "trials": statistics.fmean(p["trials"] for p in pts.values()),
+                     "cost": statistics.fmean(p["cost"] for p in pts.values())})
+    return rows
+
+
+def cmd_report(args) -> int:
+    records = load(Path(args.store))
+    cells = summarise(records)
+    lines = []
+    for (dataset, space), cell in sorted(cells.items()):
+        seeds = sorted(cell["best"])
+        lines.append(f"\n### {dataset}, space `{space}` (seeds {', '.join(map(str, seeds))}; best test accuracy "
+                     f"anywhere: {pm(list(cell['best'].values()))})\n")
+        lines.append("| strategy | budget (trial-epochs) | trials | seeds | selected test acc | search regret | "
+                     "selection regret | wall s |")
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for strategy in STRATEGIES:
+            walls = cell["walls"].get(strategy, {})
+            wall = f"{statistics.fmean(walls.values()):.0f}" if walls else "-"
+            for row in table_rows(cell, strategy):
+                lines.append(f"| {LABELS[strategy]} | {row['budget']} (ran {row['cost']:.0f}) | {row['trials']:.1f} | "
+                             f"{row['seeds']} | {pm(row['selected'])} | {pm(row['search_regret'])} | "
+                             f"{pm(row['selection_regret'])} | {wall} |")
+    text = "\n".join(lines)
+    print(text)
+    if args.plot:
+        plot(cells, Path(args.plot))
+    return 0
+
+
+def plot(cells, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted(cells)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        cell = cells[key]
+        for strategy in STRATEGIES:
+            rows = table_rows(cell, strategy)
+            if not rows:
+                continue
+            xs = [r["budget"] for r in rows]
+            ms = [statistics.fmean(r["selected"]) * 100 for r in rows]
+            ss = [(statistics.stdev(r["selected"]) * 100 if len(r["selected"]) > 1 else 0) for r in rows]
+            ax.errorbar(xs, ms, yerr=ss, label=LABELS[strategy], capsize=2, marker="o", ms=3)
+        ax.set_xscale("log")
+        ax.set_title(f"{key[0]}, {key[1]}")
+        ax.set_xlabel("trial-epochs")
+        ax.set_ylabel("selected test accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--datasets", nargs="+", default=["digits", "mnist"])
+    r.add_argument("--spaces", nargs="+", default=["icm", "all"])
+    r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    r.add_argument("--strategies", nargs="+", default=["pool", "default16", "before16", "default", "tpe_noes", "gp_noes"],
+                   choices=["pool", *[s for s, v in STRATEGIES.items() if v is not None]])
+    r.add_argument("--trials", type=int, default=64, help="the pool's size")
+    o = sub.add_parser("one")
+    o.add_argument("strategy", choices=[s for s, v in STRATEGIES.items() if v is not None])
+    o.add_argument("dataset")
+    o.add_argument("space")
+    o.add_argument("seed", type=int)
+    o.add_argument("--trials", type=int, default=None, help="trials (default: the strategy's)")
+    for p in (r, o):
+        p.add_argument("--store", default=str(STORE))
+        p.add_argument("--work", default="/tmp/mixtune-search-quality", help="search folders and MLflow store")
+    rep = sub.add_parser("report")
+    rep.add_argument("--store", default=str(STORE))
+    rep.add_argument("--plot", default=str(ROOT / "docs" / "search_quality.png"))
+    args = parser.parse_args(argv)
+    return {"run": cmd_run, "one": cmd_one, "report": cmd_report}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
