@@ -36,7 +36,9 @@ from tuner.settings import SearchSettings
 # instead: the outbox retries an unreachable server for as long as the search allows. And no
 # "View run ... at" line per run on stdout, amid the progress lines
 CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
-              "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+              "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+              # nor its "Downloading artifacts" bars (the summary reads artifacts back to stay idempotent)
+              "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 NUMERIC_SKIP = {"training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid",
                 "time_since_restore", "iterations_since_restore", "done", "seed"}
