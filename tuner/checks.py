@@ -22,7 +22,7 @@ from trainables.core.split import split_and_label
 from tuner.mlflow_meta import describe_data
 from tuner.selection import resolve_metrics
 from tuner.settings import SAMPLERS, SCHEDULERS, SearchError, SearchSettings, check_name, default_tracking_uri
-from tuner.space import build_space
+from tuner.space import build_space, pinned_note
 
 
 @dataclass
@@ -115,6 +115,8 @@ def check_search(settings: SearchSettings) -> CheckedSearch:
         train_labels=dataset.y_train is not None,
     )
     space = build_space(settings, n_train=len(train_rows), num_classes=dataset.num_classes)
+    if pinned_note(settings):  # values the user's flags fixed in place of the space's
+        notes.append(pinned_note(settings))
     warm = None
     if settings.parent_run_id is None:  # a new search; a resumed one has its study already
         from tuner.warmstart import plan

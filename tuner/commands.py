@@ -28,13 +28,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from tuner.execute import run_search
     from tuner.settings import SearchSettings, default_name
-    from tuner.space import load_space_file
+    from tuner.space import load_space_file, with_flags
     from tuner.summary_text import print_outcome
 
     base = config_from_args(args).to_dict()
     space_doc = None
     if args.space.endswith((".yaml", ".yml")) or os.path.sep in args.space:
         space_doc, _ = load_space_file(args.space)  # a bad file fails here, in one line
+    # values given as flags win over the space: those it searches are pinned (tuner/space.py)
+    space_doc = with_flags(space_doc, args.space, {k[4:]: base[k[4:]] for k in vars(args) if k.startswith("cfg.")})
     cpus = args.num_cpus or os.cpu_count() or 1
     settings = SearchSettings(
         name=args.name or default_name(args.space, base),
@@ -82,7 +84,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     folder = find_search(args.search, args.results_dir)
     settings = SearchSettings.load(folder)
     outcome = resume_search(settings)
-    print_outcome(settings, outcome)
+    if outcome is not None:  # None: the search had finished, and said so
+        print_outcome(settings, outcome)
     return 0
 
 
@@ -131,7 +134,9 @@ def add_commands(sub) -> None:
 
     s = sub.add_parser("search", help="run a hyperparameter search (Ray Tune + Optuna + ASHA, MLflow logging)")
     s.add_argument("--space", default="all",
-                   help="preset (icm, multimix, infinite_class, all) or a YAML space file (default: all)")
+                   help="preset (icm, multimix, infinite_class, all) or a YAML space file (default: all). A "
+                        "parameter given as a flag (--alpha 0.5) is fixed: the space no longer searches it and "
+                        "every trial uses your value (values from --config are the base the space varies)")
     s.add_argument("--config", help="YAML file of fixed TrainConfig fields (flags override it)")
     s.add_argument("--num-samples", type=int, default=16, help="trials to run (default 16)")
     s.add_argument("--max-concurrent", type=int, default=None,

@@ -3,6 +3,14 @@
 The dry run samples the space 48 times with a throwaway Optuna study and builds a
 `TrainConfig` from every sample, so a wrong space is a one-line error before Ray or MLflow
 are touched.
+
+A value given as a flag beside a space that searches it (`--alpha 0.5 --space icm`) is
+fixed: the space no longer searches that parameter and every trial runs with the given
+value (`PinnedSpace`), as a fixed value in Ray Tune's or Optuna's own spaces does. The
+search's state keeps the pinned values in `space_doc["pinned"]` (a preset's document is
+then `{preset: name, pinned: {...}}`), so a resume pins them again. A flag that contradicts
+a value the space itself fixes (`--method mixup --space icm`) is a one-line error, and so
+is a set of flags that leaves the space nothing to search.
 """
 
 from __future__ import annotations
@@ -29,16 +37,111 @@ def load_space_file(path: str | os.PathLike) -> tuple[Any, Callable]:
     return doc, space_from_dict(doc, str(path), allowed=TrainConfig.__dataclass_fields__)
 
 
+class _PinnedTrial:
+    """An Optuna trial (or Ray's captor of one) whose pinned parameters are not suggested: their
+    `suggest_*` returns the given value, so a conditional space still branches on it."""
+
+    def __init__(self, trial: Any, pinned: dict[str, Any]):
+        self._trial, self._pinned = trial, pinned
+
+    def _suggest(self, kind: str, name: str, *args: Any, **kwargs: Any) -> Any:
+        if name in self._pinned:
+            return self._pinned[name]
+        return getattr(self._trial, kind)(name, *args, **kwargs)
+
+    def suggest_float(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return self._suggest("suggest_float", name, *args, **kwargs)
+
+    def suggest_int(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return self._suggest("suggest_int", name, *args, **kwargs)
+
+    def suggest_categorical(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return self._suggest("suggest_categorical", name, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trial, name)
+
+
+class PinnedSpace:
+    """A space with some of its parameters fixed to the user's values; picklable (Ray snapshots the searcher)."""
+
+    def __init__(self, inner: Callable, pinned: dict[str, Any]):
+        self.inner, self.pinned = inner, dict(pinned)
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        fixed = self.inner(_PinnedTrial(trial, self.pinned)) or {}
+        return {**fixed, **self.pinned}
+
+
+def pinned_values(settings: SearchSettings) -> dict[str, Any]:
+    """The values the user's flags fixed in place of the space's (empty: none)."""
+    doc = settings.space_doc
+    return dict(doc.get("pinned") or {}) if isinstance(doc, dict) else {}
+
+
+def with_flags(space_doc: Any, space: str, given: dict[str, Any]) -> Any:
+    """The space document a new search keeps, with the values given as flags to pin (narrowed at check)."""
+    if not given:
+        return space_doc
+    return {**(space_doc if space_doc is not None else {"preset": space}), "pinned": dict(given)}
+
+
+def pin(space: Callable, settings: SearchSettings) -> Callable:
+    """Fix the parameters the space searches that flags gave; keep only those in the search's state."""
+    from tuner.warmstart import space_distributions
+
+    request = pinned_values(settings)
+    if not request:
+        return space
+    dists, fixed = space_distributions(space)
+    for name, value in request.items():
+        if name in fixed and name not in dists and value not in fixed[name]:
+            shown = ", ".join(map(str, fixed[name]))
+            raise SpaceError(f"--{name} {value} contradicts space {settings.space}, which fixes {name}={shown}; "
+                             f"drop the flag or use a space that searches {name}")
+    pinned = {k: v for k, v in request.items() if k in dists}
+    doc = {k: v for k, v in settings.space_doc.items() if k != "pinned"}
+    if pinned:
+        doc["pinned"] = pinned
+    settings.space_doc = None if doc.keys() == {"preset"} else doc
+    if not pinned:
+        return space
+    space = PinnedSpace(space, pinned)
+    left, _ = space_distributions(space)
+    if not left:
+        flags = " ".join(f"--{k} {v}" for k, v in pinned.items())
+        raise SpaceError(f"{flags} fix every parameter space {settings.space} searches: nothing is left to "
+                         "search; train the config with `mixtune train`, or drop a flag")
+    return space
+
+
+def pinned_note(settings: SearchSettings) -> str | None:
+    """One line saying which values the user's flags fixed in place of the space's."""
+    pinned = pinned_values(settings)
+    if not pinned:
+        return None
+    shown = ", ".join(f"{k}={v}" for k, v in pinned.items())
+    return f"fixed by your flags: {shown} (space {settings.space} searches {'them' if len(pinned) > 1 else 'it'}; " \
+           "your value holds in every trial)"
+
+
 def build_space(settings: SearchSettings, n_train: int, num_classes: int | None = None) -> Callable:
-    """The define-by-run function, validated by a dry run against TrainConfig."""
+    """The define-by-run function, validated by a dry run against TrainConfig.
+
+    Values pinned by flags (`space_doc["pinned"]`) are taken out of the space; the state's
+    document is narrowed to the parameters the space searches.
+    """
     ctx = SpaceContext(labels=settings.base.get("labels", "complementary"), max_k=max(2, n_train // 2))
-    if settings.space_doc is not None:
-        space = space_from_dict(settings.space_doc, settings.space, allowed=TrainConfig.__dataclass_fields__)
+    doc = settings.space_doc
+    if doc is not None and not (isinstance(doc, dict) and "preset" in doc):
+        doc = {k: v for k, v in doc.items() if k != "pinned"} if isinstance(doc, dict) else doc
+        space = space_from_dict(doc, settings.space, allowed=TrainConfig.__dataclass_fields__)
     else:
         try:
             space = get_preset(settings.space, ctx)
         except ValueError as e:
             raise SpaceError(str(e)) from None
+    space = pin(space, settings)
     dry_run(space, settings, n_train, num_classes)
     return space
 

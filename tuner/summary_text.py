@@ -21,6 +21,10 @@ def print_outcome(settings, outcome) -> None:
     n = len(outcome.trials)
     print(f"\nsearch {settings.name} finished: {n} trials ({n - ok} failed) in {outcome.seconds:.1f}s")
     print(f"the search {describe_selection(settings)}")
+    from tuner.space import pinned_note
+
+    if pinned_note(settings):
+        print(pinned_note(settings))
     if outcome.best is not None:
         print(f"best {with_test(outcome.best['metrics'], settings.metric)}: {describe(outcome.best['config'])}")
     front = getattr(outcome, "front", None)
