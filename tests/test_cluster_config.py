@@ -53,10 +53,32 @@ def test_shipped_aws_config_shape(aws):
         assert any("MLFLOW_TRACKING_URI" in c for c in aws[key])
 
 
-def test_cli_prints_one_ok_line_per_file(capsys):
-    assert main(["cluster-check", *(str(ROOT / n) for n in SHIPPED)]) == 0
+def test_cli_prints_one_line_per_file(capsys):
+    """The on-premises file is ready as shipped; the AWS one still holds its bucket and SSH range (issue 21)."""
+    assert main(["cluster-check", str(ROOT / "cluster-local.yaml")]) == 0
+    assert capsys.readouterr().out.strip().endswith("cluster-local.yaml: ok (local provider; node types "
+                                                    "local.cluster.node; MLflow on port 5000, private)")
+    assert main(["cluster-check", *(str(ROOT / n) for n in SHIPPED)]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 and all(": ok (" in ln for ln in lines)
+    assert len(lines) == 2 and ": ok (" not in lines[0] and ": ok (" in lines[1]
+    assert lines[0].endswith("cluster.yaml: not ready: valid for Ray, but it still holds placeholders to replace: "
+                             "address range 203.0.113.0/24 (provider.security_group.IpPermissions[0].IpRanges[0]"
+                             ".CidrIp): a documentation range, use your own network's (e.g. your IP/32); S3 bucket "
+                             "s3://my-mixtune-bucket (head_start_ray_commands[1]): your bucket")
+
+
+def test_filled_in_placeholders_are_ok(tmp_path, capsys, aws):
+    mine = copy.deepcopy(aws)
+    mine["provider"]["security_group"]["IpPermissions"][0]["IpRanges"][0]["CidrIp"] = "198.18.7.4/32"
+    mine["head_start_ray_commands"] = [c.replace("my-mixtune-bucket", "acme-ml-artifacts")
+                                       for c in mine["head_start_ray_commands"]]
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(mine))
+    assert main(["cluster-check", str(path)]) == 0
+    assert ": ok (aws provider" in capsys.readouterr().out
+    v6 = copy.deepcopy(mine)
+    v6["provider"]["security_group"]["IpPermissions"][0]["IpRanges"][0]["CidrIp"] = "2001:db8:1::/48"
+    assert check_cluster_config(v6, "v6.yaml").placeholders[0].startswith("address range 2001:db8:1::/48")
 
 
 def test_cli_reports_a_broken_file_in_one_line(tmp_path, capsys, aws):

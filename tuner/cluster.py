@@ -11,7 +11,10 @@ mixtune cluster needs:
 - the head and every worker type install mixtune at a fixed version: from a folder synced by
   `file_mounts` (the checkout `ray up` runs from), `mixtune==X`, or a git URL with `@ref`;
 - the MLflow server, if the head starts one, is not bound to every interface and its port is
-  not opened to 0.0.0.0/0 (or ::/0) by the AWS security group.
+  not opened to 0.0.0.0/0 (or ::/0) by the AWS security group;
+- the values a shipped config leaves for the user to fill in (the S3 bucket's name, the SSH
+  range, which is a documentation range) are filled in: a valid file that still holds them
+  is "not ready" (exit 1), not "ok".
 
 Every problem is one line that names the field or command at fault.
 """
@@ -22,6 +25,7 @@ import argparse
 import contextlib
 import copy
 import io
+import ipaddress
 import json
 import logging
 import re
@@ -52,9 +56,17 @@ class ClusterReport:
     provider: str
     node_types: list[str]
     mlflow_port: int | None  # None: the head starts no MLflow server
+    placeholders: tuple[str, ...] = ()  # values still to fill in (placeholders()): not ready to launch
+
+    @property
+    def ready(self) -> bool:
+        return not self.placeholders
 
     def line(self) -> str:
         mlflow = f"MLflow on port {self.mlflow_port}, private" if self.mlflow_port else "no MLflow server"
+        if self.placeholders:
+            return (f"{self.path}: not ready: valid for Ray, but it still holds placeholders to replace: "
+                    f"{'; '.join(self.placeholders)}")
         return f"{self.path}: ok ({self.provider} provider; node types {', '.join(self.node_types)}; {mlflow})"
 
 
@@ -295,6 +307,48 @@ def check_mlflow_exposure(config: dict[str, Any]) -> tuple[list[str], int | None
     return problems, (min(ports) if ports else None)
 
 
+# ----------------------------------------------------------------------------- placeholders
+# the S3 bucket names the shipped configs and the README use as examples
+PLACEHOLDER_BUCKETS = ("my-mixtune-bucket", "your-bucket", "my-bucket", "example-bucket")
+# the address ranges reserved for documentation (RFC 5737, RFC 3849): never a real network
+DOC_NETWORKS = tuple(ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24",
+                                                        "2001:db8::/32"))
+_BUCKET = re.compile(r"\bs3a?://([A-Za-z0-9.<>_-]+)")
+
+
+def _strings(value: Any, where: str = ""):
+    """(field path, string) for every string in a parsed YAML value."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, f"{where}[{i}]")
+    elif isinstance(value, str):
+        yield where, value
+
+
+def _doc_network(text: str) -> bool:
+    try:
+        net = ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        return False
+    return any(net.version == d.version and net.subnet_of(d) for d in DOC_NETWORKS)
+
+
+def placeholders(config: dict[str, Any]) -> list[str]:
+    """The example values of a shipped config still in it, each with the field that holds it."""
+    found = []
+    for where, text in _strings(config):
+        for bucket in _BUCKET.findall(text):
+            if bucket in PLACEHOLDER_BUCKETS or bucket.startswith("<"):
+                found.append(f"S3 bucket s3://{bucket} ({where}): your bucket")
+        if _doc_network(text):
+            found.append(f"address range {text.strip()} ({where}): a documentation range, "
+                         "use your own network's (e.g. your IP/32)")
+    return found
+
+
 # ----------------------------------------------------------------------------- entry points
 def check_cluster_config(config: dict[str, Any], path: str = "cluster config") -> ClusterReport:
     """Ray's validation, then mixtune's invariants; raises ClusterConfigError on the first problem."""
@@ -308,7 +362,8 @@ def check_cluster_config(config: dict[str, Any], path: str = "cluster config") -
         more = f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""
         raise ClusterConfigError(f"{path}: {problems[0]}{more}")
     return ClusterReport(path=path, provider=str(config["provider"]["type"]),
-                         node_types=list(prepared.get("available_node_types") or {}), mlflow_port=port)
+                         node_types=list(prepared.get("available_node_types") or {}), mlflow_port=port,
+                         placeholders=tuple(placeholders(config)))
 
 
 def check_cluster_file(path: str | Path) -> ClusterReport:
@@ -321,13 +376,18 @@ def all_problems(config: dict[str, Any]) -> list[str]:
 
 
 def cmd_cluster_check(args: argparse.Namespace) -> int:
+    """One line per file: ok, or not ready (placeholders left: exit 1); a broken file raises (exit 2)."""
+    ready = True
     for path in args.files:
-        print(check_cluster_file(path).line())
-    return 0
+        report = check_cluster_file(path)
+        print(report.line())
+        ready = ready and report.ready
+    return 0 if ready else 1
 
 
 def add_cluster_commands(sub) -> None:
     c = sub.add_parser("cluster-check",
-                       help="validate a `ray up` cluster YAML: Ray's schema plus mixtune's invariants")
+                       help="validate a `ray up` cluster YAML: Ray's schema plus mixtune's invariants; exit 1 "
+                            "when it still holds the shipped placeholders (S3 bucket name, SSH range)")
     c.add_argument("files", nargs="+", metavar="cluster.yaml")
     c.set_defaults(func=cmd_cluster_check)
