@@ -22,6 +22,8 @@ from tuner.checks import check_search
 from tuner.selection import describe_selection, pick_best
 from tuner.settings import BEST_FILE, FRONT_FILE, STATE_FILE, SearchError, SearchSettings
 
+FINISHED_FILE = "finished.json"  # written when every trial ended: `resume` then changes nothing
+
 
 @dataclass
 class SearchOutcome:
@@ -43,7 +45,16 @@ def run_search(settings: SearchSettings, echo: Callable[[str], None] = print) ->
     settings = checked.settings
     if (settings.folder / STATE_FILE).exists():
         raise SearchError(f"search {settings.name} already exists in {settings.folder}; use `mixtune resume`")
+    from tuner.lock import search_lock
 
+    settings.folder.mkdir(parents=True, exist_ok=True)
+    with search_lock(settings.folder, "start"):
+        if (settings.folder / STATE_FILE).exists():  # another driver created it meanwhile
+            raise SearchError(f"search {settings.name} already exists in {settings.folder}; use `mixtune resume`")
+        return _create_and_run(settings, checked, echo)
+
+
+def _create_and_run(settings: SearchSettings, checked, echo) -> SearchOutcome:
     from tuner import tracking
 
     client = tracking.client(settings.tracking_uri)
@@ -71,7 +82,45 @@ def run_search(settings: SearchSettings, echo: Callable[[str], None] = print) ->
     return execute(settings, checked.dataset, checked.space, client, echo, points=points)
 
 
-def resume_search(settings: SearchSettings, echo: Callable[[str], None] = print) -> SearchOutcome:
+def finished(settings: SearchSettings) -> dict[str, Any] | None:
+    """What a search that already ran to its end wrote at its end (None: it did not end).
+
+    Searches from before `FINISHED_FILE` existed count as finished when they have their best
+    config or Pareto front: both are written only once every trial ended.
+    """
+    import json
+
+    path = settings.folder / FINISHED_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        pass
+    if (settings.folder / BEST_FILE).exists() or (settings.folder / FRONT_FILE).exists():
+        return {}
+    return None
+
+
+def resume_search(settings: SearchSettings, echo: Callable[[str], None] = print) -> SearchOutcome | None:
+    """Continue a stopped search; a finished one is left as it is (None, after one line saying so)."""
+    from tuner.lock import search_lock
+
+    with search_lock(settings.folder, "resume"):
+        done = finished(settings)
+        if done is None:
+            return _resume(settings, echo)
+        from tuner.outbox import OUTBOX_FILE, pending
+
+        if pending(settings.folder / OUTBOX_FILE):  # its end's MLflow writes never got there: send them
+            from tuner.sync import sync_search
+
+            sync_search(settings, echo)
+        count = f"{done['trials']} trials, {done['failed']} failed" if "trials" in done else "every trial ended"
+        echo(f"search {settings.name} has finished ({count}); nothing to resume. "
+             f"See its trials with: mixtune compare {settings.folder}")
+        return None
+
+
+def _resume(settings: SearchSettings, echo: Callable[[str], None]) -> SearchOutcome:
     quiet_logs()
     checked = check_search(settings)
     settings = checked.settings
@@ -228,6 +277,19 @@ def write_front(settings: SearchSettings, front: list[dict[str, Any]]) -> None:
     write_text_atomic(settings.folder / FRONT_FILE, json.dumps(blob, indent=1, default=str))
 
 
+def mark_finished(settings: SearchSettings, rows: list[dict[str, Any]], best: dict[str, Any] | None) -> None:
+    """`finished.json`: every trial ended (written after the summary op is on file, so a resume
+    finds either the op to send or nothing to do)."""
+    import json
+
+    from trainables.core.files import write_text_atomic
+
+    failed = sum(r["error"] is not None for r in rows)
+    blob = {"trials": len(rows), "failed": failed, "best_trial": best["trial_id"] if best else None,
+            "ended": time.time()}
+    write_text_atomic(settings.folder / FINISHED_FILE, json.dumps(blob))
+
+
 def log_search_params(client, settings: SearchSettings) -> None:
     from mlflow.entities import Param
 
@@ -276,6 +338,7 @@ def summarise(settings: SearchSettings, results, seconds: float, outbox, echo=pr
         best["train_config"] = cfg.to_dict()
     outbox.apply.summary = lambda op: log_summary(outbox.apply.client, settings, rows, best, op["seconds"], front)
     outbox.put({"op": "summary", "seconds": seconds})
+    mark_finished(settings, rows, best)
     if not outbox.drain():
         echo(f"MLflow at {redact_uri(settings.tracking_uri)} has been unreachable for {outbox.down_for:.0f}s "
              f"(--tracking-outage-limit {settings.tracking_outage_limit:g}s): the search is done, and the "

@@ -34,7 +34,17 @@ def summary_from_ray(settings: SearchSettings, writer: tracking.Writer, op: dict
 
 
 def sync_search(settings: SearchSettings, echo: Callable[[str], None] = print) -> int:
-    """Send the search's pending MLflow writes; returns how many were sent."""
+    """Send the search's pending MLflow writes; returns how many were sent.
+
+    It holds the search folder's lock: a driver still running the search sends its own writes.
+    """
+    from tuner.lock import search_lock
+
+    with search_lock(settings.folder, "sync"):
+        return _sync(settings, echo)
+
+
+def _sync(settings: SearchSettings, echo: Callable[[str], None]) -> int:
     path = settings.folder / OUTBOX_FILE
     where = tracking.redact_uri(settings.tracking_uri)
     waiting = len(pending(path))
