@@ -60,7 +60,11 @@ def search_lock(folder: Path, what: str = "use") -> Iterator[None]:
     if key in _HELD:
         yield
         return
-    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise UserError(f"cannot {what} search {folder.name}: {folder} is not writable "
+                        f"({e.strerror or e})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
