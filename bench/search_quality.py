@@ -51,6 +51,7 @@ MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
 STORE = ROOT / "bench" / "results" / "search_quality"
 DOC = ROOT / "docs" / "search_quality.md"
 EPOCHS = 20
+EXTRA = ("val_scel", "val_acc_est", "val_ure")  # other validation metrics, kept to compare selection rules
 BUDGETS = (40, 80, 160, 240, 320, 427, 640, 960, 1280)  # trial-epochs; 427 = a third of 64 x 20
 
 # strategy -> SearchSettings changes (None: computed from the pool)
@@ -123,7 +124,8 @@ def run_search_record(strategy: str, dataset: str, space: str, seed: int, trials
         tid = folder.name.removeprefix("trial_")
         out.append({"id": tid, "config": rows[-1]["config"], "end": finished.get(tid, rows[-1]["timestamp"]),
                     "val": [by_epoch[e][settings.metric] for e in epochs],
-                    "test": [by_epoch[e]["test_acc"] for e in epochs]})
+                    "test": [by_epoch[e]["test_acc"] for e in epochs],
+                    "extra": {m: [by_epoch[e].get(m) for e in epochs] for m in EXTRA}})
     out.sort(key=lambda t: t["end"])
     return {"strategy": strategy, "dataset": dataset, "space": space, "seed": seed, "trials": out,
             "metric": settings.metric, "mode": settings.mode, "epochs": EPOCHS, "wall": wall,
@@ -155,7 +157,8 @@ def run_pool(dataset: str, space: str, seed: int, trials: int) -> dict[str, Any]
         result = fit(cfg, prepare(cfg, checked.dataset, resolve_device(cfg.device)))
         out.append({"id": f"pool{i:03d}", "config": params, "seconds": time.time() - start,
                     "val": [h[checked.settings.metric] for h in result.history],
-                    "test": [h["test_acc"] for h in result.history]})
+                    "test": [h["test_acc"] for h in result.history],
+                    "extra": {m: [h.get(m) for h in result.history] for m in EXTRA}})
     return {"strategy": "pool", "dataset": dataset, "space": space, "seed": seed, "trials": out,
             "metric": checked.settings.metric, "mode": checked.settings.mode, "epochs": EPOCHS,
             "wall": time.time() - t0, "num_samples": trials}
@@ -279,7 +282,7 @@ def cmd_one(args) -> int:
 
 def load(store: Path) -> dict[tuple[str, str, str, int], dict[str, Any]]:
     out = {}
-    for path in sorted(store.glob("*.json")):
+    for path in sorted(store.glob("*-s*.json")):
         r = json.loads(path.read_text())
         out[(r["strategy"], r["dataset"], r["space"], r["seed"])] = r
     return out
@@ -293,11 +296,19 @@ def pm(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
+def end_point(trials: list[dict[str, Any]], metric: str, mode: str, epochs: int) -> dict[str, Any]:
+    """The whole search: what it returns at its end, what it cost, the best trial it ran."""
+    chosen = select(trials, metric, mode, epochs)
+    full = [t for t in trials if t["epochs"] == epochs] or trials
+    return {"cost": sum(t["epochs"] for t in trials), "trials": len(trials), "selected": chosen["test"][-1],
+            "best_run": max(t["test"][-1] for t in full)}
+
+
 def summarise(records, strategies=tuple(STRATEGIES)) -> dict[str, Any]:
-    """Per (dataset, space): each strategy's anytime points over seeds, and the best anywhere."""
+    """Per (dataset, space): each strategy's anytime points and end point per seed, and the best anywhere."""
     cells: dict[tuple[str, str], dict[str, Any]] = {}
     for (strategy, dataset, space, seed), rec in records.items():
-        cell = cells.setdefault((dataset, space), {"best": {}, "curves": {}, "walls": {}})
+        cell = cells.setdefault((dataset, space), {"best": {}, "curves": {}, "ends": {}, "walls": {}})
         full = [t["test"][-1] for t in rec["trials"] if len(t["test"]) == rec["epochs"]]
         if full:
             cell["best"][seed] = max(cell["best"].get(seed, 0.0), max(full))
@@ -306,10 +317,27 @@ def summarise(records, strategies=tuple(STRATEGIES)) -> dict[str, Any]:
             if name not in strategies:
                 continue
             trials = trials_of(name, rec)
-            cell["curves"].setdefault(name, {})[seed] = anytime(trials, rec["metric"], rec["mode"], rec["epochs"])
-            if strategy != "pool":
+            args = (rec["metric"], rec["mode"], rec["epochs"])
+            cell["curves"].setdefault(name, {})[seed] = anytime(trials, *args)
+            if strategy == "pool":  # random search of 16 and of 64 trials, as a user would run them
+                for n in (16, 64):
+                    if len(trials) >= n:
+                        cell["ends"].setdefault(f"{name}{n}", {})[seed] = end_point(trials[:n], *args)
+            else:
+                cell["ends"].setdefault(name, {})[seed] = end_point(trials, *args)
                 cell["walls"].setdefault(name, {})[seed] = rec["wall"]
     return cells
+
+
+def regrets(cell: dict[str, Any], pts: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    sel = [p["selected"] for p in pts.values()]
+    run = [p["best_run"] for p in pts.values()]
+    best = [cell["best"][s] for s in pts]
+    return {"seeds": len(pts), "selected": sel, "search_regret": [b - r for b, r in zip(best, run)],
+            "selection_regret": [r - s for r, s in zip(run, sel)],
+            "regret": [b - s for b, s in zip(best, sel)],
+            "trials": statistics.fmean(p["trials"] for p in pts.values()),
+            "cost": statistics.fmean(p["cost"] for p in pts.values())}
 
 
 def table_rows(cell: dict[str, Any], strategy: str) -> list[dict[str, Any]]:
@@ -317,42 +345,172 @@ def table_rows(cell: dict[str, Any], strategy: str) -> list[dict[str, Any]]:
     rows = []
     for i, budget in enumerate(BUDGETS):
         pts = {seed: c[i] for seed, c in curves.items() if c[i] is not None}
-        if not pts:
-            continue
-        sel = [p["selected"] for p in pts.values()]
-        run = [p["best_run"] for p in pts.values()]
-        best = [cell["best"][s] for s in pts]
-        rows.append({"budget": budget, "seeds": len(pts), "selected": sel,
-                     "search_regret": [b - r for b, r in zip(best, run)],
-                     "selection_regret": [r - s for r, s in zip(run, sel)],
-                     "trials": statistics.fmean(p["trials"] for p in pts.values()),
-                     "cost": statistics.fmean(p["cost"] for p in pts.values())})
+        if pts:
+            rows.append({"budget": budget, **regrets(cell, pts)})
     return rows
+
+
+END_LABELS = {
+    "random_noes16": "random, 16 trials, no early stopping", "random_noes64": "random, 64 trials, no early stopping",
+    "random_asha16": "random + ASHA, 16 trials", "random_asha64": "random + ASHA, 64 trials",
+}
+
+
+def end_rows(cell: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    order = ["random_noes16", "random_asha16", "before16", "default16", "random_noes64", "random_asha64",
+             "default", "tpe_noes", "gp_noes"]
+    return [(name, regrets(cell, cell["ends"][name])) for name in order if cell["ends"].get(name)]
 
 
 def cmd_report(args) -> int:
     records = load(Path(args.store))
     cells = summarise(records)
-    lines = []
+    lines = ["## Whole searches (what each returns at its end)", ""]
     for (dataset, space), cell in sorted(cells.items()):
-        seeds = sorted(cell["best"])
-        lines.append(f"\n### {dataset}, space `{space}` (seeds {', '.join(map(str, seeds))}; best test accuracy "
-                     f"anywhere: {pm(list(cell['best'].values()))})\n")
-        lines.append("| strategy | budget (trial-epochs) | trials | seeds | selected test acc | search regret | "
+        lines.append(f"\n### {dataset}, space `{space}`: best test accuracy anywhere in the benchmark "
+                     f"{pm(list(cell['best'].values()))} (seeds {', '.join(map(str, sorted(cell['best'])))})\n")
+        lines.append("| strategy | seeds | trials | trial-epochs | selected test acc | regret | search regret | "
                      "selection regret | wall s |")
-        lines.append("|---|---|---|---|---|---|---|---|")
-        for strategy in STRATEGIES:
-            walls = cell["walls"].get(strategy, {})
+        lines.append("|---|---|---|---|---|---|---|---|---|")
+        for name, row in end_rows(cell):
+            walls = cell["walls"].get(name, {})
             wall = f"{statistics.fmean(walls.values()):.0f}" if walls else "-"
-            for row in table_rows(cell, strategy):
-                lines.append(f"| {LABELS[strategy]} | {row['budget']} (ran {row['cost']:.0f}) | {row['trials']:.1f} | "
-                             f"{row['seeds']} | {pm(row['selected'])} | {pm(row['search_regret'])} | "
-                             f"{pm(row['selection_regret'])} | {wall} |")
+            lines.append(f"| {END_LABELS.get(name) or LABELS[name]} | {row['seeds']} | {row['trials']:.0f} | "
+                         f"{row['cost']:.0f} | {pm(row['selected'])} | {pm(row['regret'])} | "
+                         f"{pm(row['search_regret'])} | {pm(row['selection_regret'])} | {wall} |")
+    lines += ["", "## Anytime: selected test accuracy at a budget of trial-epochs", ""]
+    for (dataset, space), cell in sorted(cells.items()):
+        lines.append(f"\n### {dataset}, space `{space}`\n")
+        strategies = [s for s in STRATEGIES if cell["curves"].get(s)]
+        lines.append("| trial-epochs | " + " | ".join(LABELS[s] for s in strategies) + " |")
+        lines.append("|---" * (len(strategies) + 1) + "|")
+        for budget in BUDGETS:
+            cols = []
+            for strategy in strategies:
+                row = next((r for r in table_rows(cell, strategy) if r["budget"] == budget), None)
+                cols.append("-" if row is None else f"{pm(row['selected'])} (n={row['seeds']})")
+            if any(c != "-" for c in cols):
+                lines.append(f"| {budget} | " + " | ".join(cols) + " |")
+    lines += ["", targets(cells), "", asha_section(records), "", selection_section(records), "",
+              choices_section(records)]
     text = "\n".join(lines)
     print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
     if args.plot:
         plot(cells, Path(args.plot))
     return 0
+
+
+def targets(cells) -> str:
+    """The issue's two targets, per dataset and space, stated either way."""
+    out = ["## Targets", "", "| dataset, space | default at <= 427 trial-epochs | random 64, no ES (1280) | "
+           "holds? | default 16-trial regret (search + selection) | <= 1 point? |", "|---|---|---|---|---|---|"]
+    for (dataset, space), cell in sorted(cells.items()):
+        row = next((r for r in table_rows(cell, "default") if r["budget"] == 427), None)
+        rnd = cell["ends"].get("random_noes64")
+        a = "-" if row is None else pm(row["selected"])
+        b = "-" if not rnd else pm([p["selected"] for p in rnd.values()])
+        holds = "-"
+        if row is not None and rnd:
+            diff = statistics.fmean(row["selected"]) - statistics.fmean(p["selected"] for p in rnd.values())
+            holds = f"{'yes' if diff >= 0 else 'no'} ({diff * 100:+.1f})"
+        d16 = cell["ends"].get("default16")
+        if d16:
+            r = regrets(cell, d16)
+            reg = (f"{statistics.fmean(r['regret']) * 100:.1f} ({statistics.fmean(r['search_regret']) * 100:.1f} + "
+                   f"{statistics.fmean(r['selection_regret']) * 100:.1f})")
+            ok = "yes" if statistics.fmean(r["regret"]) <= 0.01 else "no"
+        else:
+            reg, ok = "-", "-"
+        out.append(f"| {dataset}, {space} | {a} | {b} | {holds} | {reg} | {ok} |")
+    return "\n".join(out)
+
+
+def asha_section(records) -> str:
+    """ASHA's grace period and reduction factor, replayed exactly on the random pools."""
+    settings = [(1, 2), (1, 3), (2, 2), (2, 3), (4, 2), (4, 3)]
+    out = ["## ASHA settings, replayed on the random pools (64 trials each, mean over seeds)", "",
+           "| dataset, space | " + " | ".join(f"grace {g}, factor {f}" for g, f in settings) + " |",
+           "|---" * (len(settings) + 1) + "|"]
+    by_cell: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for (strategy, dataset, space, seed), rec in records.items():
+        if strategy == "pool":
+            by_cell.setdefault((dataset, space), []).append(rec)
+    for key, recs in sorted(by_cell.items()):
+        cols = []
+        for g, f in settings:
+            sel, cost = [], []
+            for rec in recs:
+                p = end_point(random_asha(rec, g, f), rec["metric"], rec["mode"], rec["epochs"])
+                sel.append(p["selected"])
+                cost.append(p["cost"])
+            cols.append(f"{pm(sel)} at {statistics.fmean(cost):.0f}")
+        out.append(f"| {key[0]}, {key[1]} | " + " | ".join(cols) + " |")
+    out.append("\n(selected test accuracy at the end of the 64-trial replay, at its mean trial-epochs)")
+    return "\n".join(out)
+
+
+RULES: dict[str, tuple[str, Any]] = {
+    # name -> (direction, score of a trial): how the validation values could be read
+    "val_scel_ts, last epoch (mixtune's rule)": ("min", lambda t: t["val"][-1]),
+    "val_scel_ts, mean of last 3 epochs": ("min", lambda t: statistics.fmean(t["val"][-3:])),
+    "val_scel_ts, best epoch": ("min", lambda t: min(t["val"])),
+    "val_acc_est, last epoch": ("max", lambda t: (t.get("extra") or {}).get("val_acc_est", [None])[-1]),
+}
+
+
+def rule_regret(trials: list[dict[str, Any]], epochs: int, direction: str, score) -> float | None:
+    """Best test accuracy among the trials that ran every epoch minus that of the one the rule picks."""
+    full = [t for t in trials if t["epochs"] == epochs] or trials
+    scored = [(score(t), t) for t in full]
+    if any(v is None or not math.isfinite(v) for v, _ in scored):
+        return None
+    sign = 1.0 if direction == "max" else -1.0
+    chosen = max(scored, key=lambda vt: sign * vt[0])[1]
+    return max(t["test"][-1] for t in full) - chosen["test"][-1]
+
+
+def selection_section(records) -> str:
+    """Selection regret of other readings of the validation values, on the same searches."""
+    groups: dict[tuple[str, str, str], list[list[dict[str, Any]]]] = {}
+    for (strategy, dataset, space, seed), rec in records.items():
+        if strategy == "pool":  # four random searches of 16 trials, without early stopping
+            trials = random_noes(rec)
+            for i in range(0, len(trials) - 15, 16):
+                groups.setdefault((dataset, space, "random 16, no ES"), []).append(trials[i:i + 16])
+        elif strategy in ("default16", "default"):
+            groups.setdefault((dataset, space, LABELS[strategy]), []).append(sequence(rec))
+    out = ["## Reading the validation values: selection regret (points) of other rules on the same trials", "",
+           "| dataset, space, searches | n | " + " | ".join(RULES) + " |", "|---" * (len(RULES) + 2) + "|"]
+    for (dataset, space, what), searches in sorted(groups.items()):
+        cols = []
+        for direction, score in RULES.values():
+            vals = [rule_regret(tr, EPOCHS, direction, score) for tr in searches]
+            vals = [v for v in vals if v is not None]
+            cols.append(pm(vals) if vals else "-")
+        out.append(f"| {dataset}, {space}, {what} | {len(searches)} | " + " | ".join(cols) + " |")
+    return "\n".join(out)
+
+
+def choices_section(records) -> str:
+    """What the pools say about the presets' ranges: each categorical choice's trials."""
+    out = ["## The presets' choices, seen in the random pools (final test accuracy of trials that made each choice)", "",
+           "| dataset, space | parameter | choice | trials | median | best |", "|---|---|---|---|---|---|"]
+    by_cell: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for (strategy, dataset, space, seed), rec in records.items():
+        if strategy == "pool":
+            by_cell.setdefault((dataset, space), []).extend(rec["trials"])
+    for (dataset, space), trials in sorted(by_cell.items()):
+        for param in ("loss", "method", "mix_level"):
+            groups: dict[str, list[float]] = {}
+            for t in trials:
+                if param in t["config"]:
+                    groups.setdefault(str(t["config"][param]), []).append(t["test"][-1])
+            for choice, accs in sorted(groups.items(), key=lambda kv: -statistics.median(kv[1])):
+                out.append(f"| {dataset}, {space} | {param} | {choice} | {len(accs)} | "
+                           f"{statistics.median(accs) * 100:.1f} | {max(accs) * 100:.1f} |")
+    return "\n".join(out)
 
 
 def plot(cells, path: Path) -> None:
@@ -406,6 +564,7 @@ def main(argv=None) -> int:
     rep = sub.add_parser("report")
     rep.add_argument("--store", default=str(STORE))
     rep.add_argument("--plot", default=str(ROOT / "docs" / "search_quality.png"))
+    rep.add_argument("--out", default=str(STORE / "report.md"), help="the tables, as markdown")
     args = parser.parse_args(argv)
     return {"run": cmd_run, "one": cmd_one, "report": cmd_report}[args.cmd](args)
 
