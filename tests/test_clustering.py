@@ -70,3 +70,12 @@ def test_cache_key_names_the_device(tmp_path):
     a = cached_clusters(x, "d", "pca", 5, 0, pca_dim=8, cache_dir=tmp_path)
     assert a.path.name == f"{cache_key('d', 'pca', 8, 5, 0, 'cpu')}.pt" and a.path != cuda_path
     assert not a.cache_hit and len(a.assign.unique()) == 5
+
+
+def test_encoder_cache_names_the_device_too(tmp_path):
+    from trainables.core import encoder
+
+    x = torch.rand(40, 1, 8, 8)
+    cluster_features(x, "encoder", data_key="d", cache_dir=tmp_path)
+    names = {p.name for p in (tmp_path / "encoders").glob("*.pt")}
+    assert names == {f"{encoder.cache_key('d|cpu', encoder.DEFAULT_SETTINGS)}.pt"}

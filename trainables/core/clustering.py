@@ -61,7 +61,8 @@ def cluster_features(
     elif kind == "pca":
         feats = pca(flat, pca_dim)
     elif kind == "encoder":
-        feats = encoder_features(x, data_key, cache_dir)
+        # the encoder trains on x's device: its cache is per device kind too (see cache_key)
+        feats = encoder_features(x, None if data_key is None else f"{data_key}|{x.device.type}", cache_dir)
     else:
         raise ValueError(f"unknown cluster_features {kind!r}; valid: raw, pca, encoder")
     return torch.nn.functional.normalize(feats, dim=1)
