@@ -72,7 +72,7 @@ def outcomes(root, name) -> list[tuple[dict, int, float]]:
     lasts = [ray_results(d)[-1] for d in folder.glob("trial_*")]
     out = []
     for t in optuna_trials(folder, name):
-        if t.state.name != "COMPLETE":
+        if t.state.name not in ("COMPLETE", "PRUNED"):  # PRUNED: stopped by ASHA, its last epoch's value
             continue  # an orphan (started after Ray's last snapshot) is not one of the search's trials
         (last,) = [r for r in lasts if all(r["config"].get(k) == v for k, v in t.params.items())]
         epoch, value = last["epoch"], last[metric]
