@@ -225,7 +225,8 @@ def annotation_diagnostics(cfg: TrainConfig) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m trainables.core.climage DATASET DATA_DIR [--num-cl N]`: the diagnostics as JSON."""
-    p = argparse.ArgumentParser(prog="python -m trainables.core.climage", description=annotation_diagnostics.__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m trainables.core.climage",
+                                description="DIAGNOSTICS ONLY: what a CLImage file's true training labels say about its annotators")
     p.add_argument("dataset", choices=sorted(CLIMAGE))
     p.add_argument("data_dir")
     p.add_argument("--num-cl", type=int, default=ANNOTATORS)

@@ -27,7 +27,7 @@ import numpy as np
 
 from .errors import DataError
 
-__all__ = ["ALLOWED", "load_pickle", "loads_pickle"]
+__all__ = ["load_pickle", "loads_pickle"]
 
 
 def _numpy_function(name: str, *modules: str) -> Any:
@@ -66,12 +66,6 @@ def _allowed() -> dict[tuple[str, str], Any]:
         table[(builtins, "frozenset")] = frozenset
     table[("_codecs", "encode")] = _latin1_encode
     return table
-
-
-ALLOWED = (
-    "dict, list, tuple, set, numbers, strings, bytes (no global needed, or builtins.set/frozenset);"
-    " numpy.ndarray, numpy.dtype and numpy's _reconstruct, _frombuffer, scalar; _codecs.encode for latin-1"
-)
 
 
 class _DataUnpickler(pickle.Unpickler):
