@@ -130,3 +130,22 @@ def test_warm_start_other_data_flag_in_help(capsys):
     assert "--warm-start-other-data" in capsys.readouterr().out
     args = build_parser().parse_args(["search", "--warm-start", "old", "--warm-start-other-data"])
     assert args.warm_start_other_data is True
+
+
+def test_pruned_trials_stay_pruned_with_their_epochs(tmp_path):
+    """A trial ASHA stopped enters the new study PRUNED, with its value per epoch (TPE ranks it below
+    every finished trial), not as a finished trial of its 2-epoch value."""
+    old, study = earlier_search(tmp_path, n=3)
+    t = study.ask()
+    get_preset("icm", SpaceContext(max_k=200))(t)
+    t.report(2.30, 1)
+    t.report(2.25, 2)
+    study.tell(t, state=optuna.trial.TrialState.PRUNED)
+    settings, space = new_settings(tmp_path)
+    warm = plan(["old"], settings, space)
+    settings.folder.mkdir()
+    apply(warm, settings)
+    new = optuna.load_study(study_name=settings.study_name, storage=settings.study_storage)
+    assert [t.state.name for t in new.trials] == ["COMPLETE"] * 3 + ["PRUNED"]
+    pruned = new.trials[-1]
+    assert pruned.intermediate_values == {1: 2.30, 2: 2.25} and pruned.value == pytest.approx(2.25)

@@ -142,7 +142,10 @@ def _from_search(folder: Path, settings: SearchSettings, dists: dict[str, Any], 
                           f"selects on {settings.metric} ({settings.mode}): give --metric {earlier.metric} to reuse it")
     check_same_data(earlier, settings, other_data, notes)
     study = optuna.load_study(study_name=earlier.study_name, storage=earlier.study_storage)
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    # PRUNED: stopped by ASHA; they stay PRUNED with their values per epoch, which TPE ranks below
+    # every finished trial (a 2-epoch value is no finished trial's equal)
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    done = [t for t in study.trials if t.state in finished and t.values is not None]
     prior, dropped = [], set()
     for t in done:
         kept, foreign = _fit(t.params, dists)
@@ -150,8 +153,9 @@ def _from_search(folder: Path, settings: SearchSettings, dists: dict[str, Any], 
             _refuse_or_drop(earlier.name, foreign, partial, notes)  # raises
         dropped.update(f.split("=")[0] for f in foreign)
         prior.append(optuna.trial.create_trial(
-            params=kept, distributions={k: dists[k] for k in kept},
-            values=t.values, user_attrs={WARM_TAG: f"{earlier.name}#{t.number}"}))
+            params=kept, distributions={k: dists[k] for k in kept}, state=t.state,
+            values=t.values, intermediate_values=t.intermediate_values,
+            user_attrs={WARM_TAG: f"{earlier.name}#{t.number}"}))
     if dropped:
         notes.append(f"warm start from {earlier.name}: dropped {', '.join(sorted(dropped))} (not in this search's space)")
     notes.append(f"warm start: {len(prior)} finished trials of {earlier.name} added to the study as prior observations")
