@@ -52,6 +52,18 @@ def test_numpy_1_names_and_python_2_strings_load():
     assert out["a"].tolist() == [0, 1, 2, 3] and out["s"] == {1}
 
 
+def test_a_python_2_numpy_1_pickle_as_cifar_ships_it():
+    # CIFAR's test batches are Python 2 pickles of numpy 1 arrays: str keys and the array's bytes
+    # as Python 2 strings (SHORT_BINSTRING), decoded as latin-1 and handed back to numpy unchanged.
+    # Written opcode by opcode: {'data': uint8 [[0, 1, 2, 255]], 'labels': [3]}
+    arr = (b"cnumpy.core.multiarray\n_reconstruct\n" b"cnumpy\nndarray\n" b"K\x00\x85" b"U\x01b" b"\x87R"
+           b"(K\x01K\x01K\x04\x86" b"cnumpy\ndtype\n" b"U\x02u1K\x00K\x01\x87R"
+           b"(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb" b"\x89U\x04\x00\x01\x02\xfftb")
+    out = loads_pickle(b"\x80\x02}(U\x04data" + arr + b"U\x06labels]K\x03au.")
+    assert set(out) == {"data", "labels"} and out["labels"] == [3]
+    assert out["data"].dtype == np.uint8 and out["data"].tolist() == [[0, 1, 2, 255]]
+
+
 class RunsCode:
     def __init__(self, marker):
         self.marker = marker
