@@ -59,6 +59,9 @@ STRATEGIES: dict[str, dict[str, Any] | None] = {
     "default": {"num_samples": 64},
     "default16": {"num_samples": 16},
     "before16": {"num_samples": 16, "startup_trials": 10, "record_pruned": False},
+    "startup10_16": {"num_samples": 16, "startup_trials": 10},  # one change at a time, for its own row
+    "complete16": {"num_samples": 16, "record_pruned": False},
+    "noliar16": {"num_samples": 16, "constant_liar": False},
     "tpe_noes": {"num_samples": 32, "scheduler": "none"},
     "gp_noes": {"num_samples": 32, "sampler": "gp", "scheduler": "none"},
     "random_noes": None,
@@ -68,6 +71,9 @@ LABELS = {
     "default": "mixtune default, 64-trial search",
     "default16": "mixtune default, 16-trial search",
     "before16": "previous default, 16 trials (start-up 10, stopped = COMPLETE)",
+    "startup10_16": "default, 16 trials, but start-up 10",
+    "complete16": "default, 16 trials, but stopped = COMPLETE",
+    "noliar16": "default, 16 trials, but no constant liar",
     "tpe_noes": "TPE, no early stopping",
     "gp_noes": "GP (Optuna GPSampler), no early stopping",
     "random_noes": "random, no early stopping",
@@ -357,7 +363,8 @@ END_LABELS = {
 
 
 def end_rows(cell: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    order = ["random_noes16", "random_asha16", "before16", "default16", "random_noes64", "random_asha64",
+    order = ["random_noes16", "random_asha16", "before16", "startup10_16", "complete16", "noliar16", "default16",
+             "random_noes64", "random_asha64",
              "default", "tpe_noes", "gp_noes"]
     return [(name, regrets(cell, cell["ends"][name])) for name in order if cell["ends"].get(name)]
 
