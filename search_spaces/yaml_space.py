@@ -107,10 +107,16 @@ def space_from_dict(doc: Any, where: str = "space", allowed: Iterable[str] | Non
         raise SpaceError(f"{where}: 'params' and 'fixed' must be mappings")
     if not params:
         raise SpaceError(f"{where}: 'params' is empty: nothing to search")
-    allowed_set = set(allowed) if allowed is not None else None
+    allowed_names = list(allowed) if allowed is not None else None
+    allowed_set = set(allowed_names) if allowed_names is not None else None
     for name in [*params, *fixed]:
         if allowed_set is not None and name not in allowed_set:
-            raise SpaceError(f"{where}: {name!r} is not a TrainConfig field")
+            import difflib
+
+            close = difflib.get_close_matches(str(name), sorted(allowed_set), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SpaceError(f"{where}: {name!r} is not a TrainConfig field{hint}; valid names: "
+                             f"{', '.join(allowed_names or [])}")
     both = set(params) & set(fixed)
     if both:
         raise SpaceError(f"{where}: {', '.join(sorted(both))} both searched and fixed")

@@ -188,7 +188,7 @@ def make_case(name: str, tmp: Path) -> tuple[list[str], str]:
     if name == "true_labels_missing":
         f = npz_file(d / "d.npz", cl_train=np.arange(20) % 2, y_train=None)
         return ["search", "--dataset", "npz", "--data-dir", str(f), "--val-fraction", "0.2"], \
-            "labels=complementary needs true training labels (y_train), which d.npz lacks; use labels=given"
+            "labels=complementary needs true training labels (y_train), which d.npz lacks; use --labels given"
     if name == "given_cl_out_of_range":
         f = npz_file(d / "d.npz", cl_train=np.full(20, 2), y_train=None)
         return ["search", "--dataset", "npz", "--data-dir", str(f), "--labels", "given"], \

@@ -255,7 +255,7 @@ BAD = [
      r"noclasses/labels.csv needs .*noclasses/classes.txt: one class name per line"),
     ("nocsv", lambda r: image_folder(r, n=2), ["--labels", "given"], r"labels=given needs .*nocsv/labels.csv"),
     ("notgiven", lambda r: csv_folder(r, n=3), ["--labels", "complementary"],
-     r"notgiven/labels.csv gives complementary labels and no true ones: use labels=given"),
+     r"notgiven/labels.csv gives complementary labels and no true ones: use --labels given"),
     ("absent", lambda r: None, [], r"absent: no such folder"),
 ]
 

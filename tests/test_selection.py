@@ -55,6 +55,6 @@ def test_pick_best_prefers_full_trials_and_follows_the_mode():
 
 
 def test_the_test_accuracy_is_shown_beside_the_selection_metric():
-    assert with_test({"val_scel": 1.23456, "test_acc": 0.9}, "val_scel") == "val_scel 1.2346 (test_acc 0.9000)"
-    assert with_test({"val_scel": 1.0}, "val_scel") == "val_scel 1.0000"
-    assert with_test({"test_acc": 0.9}, "test_acc") == "test_acc 0.9000"
+    assert with_test({"val_scel": 1.23456, "test_acc": 0.9}, "val_scel") == "val_scel 1.234560 (test_acc 0.9000)"
+    assert with_test({"val_scel": 1.0}, "val_scel") == "val_scel 1.000000"
+    assert with_test({"test_acc": 0.9}, "test_acc") == "test_acc 0.900000"

@@ -66,3 +66,125 @@ def test_cli_pins_flags_and_says_so_in_help(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["search", "--help"])
     assert "is fixed: the space no longer searches it" in " ".join(capsys.readouterr().out.split())
+
+
+# ----------------------------------------------------------------------------- item 11: what a stop says
+@pytest.mark.slow
+def test_interrupt_counts_finished_and_running_apart(tmp_path, ray_shutdown):
+    """Tune marks the trials it stops at Ctrl-C TERMINATED; the stop line counts them as running, not finished."""
+    import os
+    import signal
+
+    import ray
+    from ray import tune
+
+    from tuner.progress import Progress
+
+    def trainable(config):  # defined here: cloudpickle sends it by value (workers cannot import tests/)
+        import time
+
+        from ray import tune
+
+        for epoch in range(1, 30):
+            time.sleep(1.5 if config["i"] == 0 else 1.0)
+            tune.report({"epoch": epoch, "val_acc": 0.5})
+            if config["i"] == 0 and epoch == 2:
+                return
+
+    lines: list[str] = []
+
+    def echo(line: str) -> None:
+        lines.append(line)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C as the first trial finishes, the other two running
+
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+    progress = Progress("val_acc", "max", 5, echo=echo, epochs=29)
+    tuner = tune.Tuner(trainable, param_space={"i": tune.grid_search([0, 1, 2, 3, 4])},
+                       tune_config=tune.TuneConfig(max_concurrent_trials=3),
+                       run_config=tune.RunConfig(storage_path=str(tmp_path), callbacks=[progress], verbose=0))
+    results = tuner.fit()
+    assert len(lines) == 1 and lines[0].startswith("[1/5 done, 2 running]")
+    assert results.num_terminated == 3  # what the stop line counted as done before
+    assert progress.stop_text() == (" after 1/5 trials finished, 2 running (a resume runs them again from their "
+                                    "last checkpoint)")
+
+
+# ----------------------------------------------------------------------------- item 7: exported paths
+def test_exported_paths_are_absolute(tmp_path, monkeypatch):
+    from tuner.export import absolute_paths
+
+    data = tmp_path / "work" / "mydigits"
+    settings = SearchSettings(name="s", space="icm", base={}, data={"source": {"uri": str(data)}})
+    monkeypatch.chdir(tmp_path)  # export-best run from another folder than the search's
+    cfg = TrainConfig(dataset="folder", data_dir="mydigits", cache_dir="cache", labels="given")
+    out = absolute_paths(cfg, settings)
+    assert out.data_dir == str(data)  # where the search found it, not where export-best runs
+    assert out.cache_dir == str(tmp_path / "cache")
+    assert absolute_paths(out, settings) == out  # absolute paths stay as they are
+
+
+# ----------------------------------------------------------------------------- item 8: a small validation split
+def test_small_validation_split_warns_with_rows_and_advice(tmp_path):
+    from tuner.checks import check_search
+
+    def notes(**fields):
+        base = TrainConfig(dataset="digits", **fields).to_dict()
+        s = SearchSettings(name="v", space="icm", base=base, results_dir=str(tmp_path / "r"),
+                           tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+        return check_search(s).notes
+
+    small = [n for n in notes(train_fraction=0.2) if n.startswith("warning: the validation split")]
+    assert small == ["warning: the validation split has only 36 rows (val_fraction=0.1 of 359): too few to tell "
+                     "trials apart (one row moves an accuracy by 0.028, and ties are likely); raise --val-fraction "
+                     "to 0.28 or more (>= 100 rows)"]
+    assert not [n for n in notes(train_fraction=0.2, val_fraction=0.28) if "validation split" in n]
+    assert not [n for n in notes() if "validation split" in n]  # 180 rows: no warning
+    assert not (tmp_path / "r").exists()  # checks write nothing
+
+
+def test_selection_metric_has_digits_to_tell_trials_apart():
+    from tuner.compare import _decimals, _fmt
+    from tuner.progress import epochs_text
+    from tuner.selection import with_test
+
+    a, b = with_test({"val_scel_ts": 0.66991}, "val_scel_ts"), with_test({"val_scel_ts": 0.66994}, "val_scel_ts")
+    assert a != b and a == "val_scel_ts 0.669910"
+    assert _fmt(0.66994, _decimals("val_scel_ts", {"val_scel_ts"})) == "0.669940"
+    # item 12: counts are whole numbers, "1 epoch"
+    assert _fmt(6.0, _decimals("epoch", {"val_scel_ts"})) == "6"
+    assert epochs_text(1) == "after 1 epoch" and epochs_text(3.0) == "after 3 epochs"
+
+
+# ----------------------------------------------------------------------------- item 12: small things
+def test_train_names_test_ece_alike_per_epoch_and_in_its_summary(tmp_path, capsys):
+    rc = main(["train", "--dataset", "digits", "--epochs", "1", "--hidden", "16", "--num-threads", "1",
+               "--output", str(tmp_path / "out")])
+    assert rc == 0
+    out = capsys.readouterr().out.splitlines()
+    epoch, done = out[0], next(ln for ln in out if ln.startswith("done:"))
+    assert " test_ece " in epoch and " ece " not in f" {epoch} "
+    assert " test_ece " in done
+
+
+def test_core_advice_is_given_as_flags(tmp_path, capsys):
+    assert main(["train", "--dataset", "clcifar10", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "use --labels given" in err and "use labels=given" not in err
+
+
+def test_help_shows_dashed_flags_and_both_spellings_work(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "--data-dir" in text and "--data_dir" not in text and "--val-fraction" in text
+    for spelling in ("--data-dir", "--data_dir"):
+        assert vars(build_parser().parse_args(["train", spelling, "x"]))["cfg.data_dir"] == "x"
+
+
+def test_unknown_space_parameter_lists_the_valid_names(tmp_path, capsys):
+    space = tmp_path / "s.yaml"
+    space.write_text("params:\n  learnig_rate: {low: 0.001, high: 0.1}\n  lr: {low: 0.001, high: 0.1}\n")
+    assert main(["search", "--space", str(space)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "'learnig_rate' is not a TrainConfig field" in err
+    assert "valid names: dataset, data_dir," in err and ", lr, weight_decay," in err

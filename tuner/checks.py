@@ -87,6 +87,23 @@ def check_numbers(settings: SearchSettings) -> None:
         raise SearchError(f"mode must be max or min (comma-separated for several metrics), not {settings.mode!r}")
 
 
+MIN_VAL_ROWS = 100  # below this a validation metric's noise hides the differences between trials
+
+
+def small_validation_note(n_val: int, n_train: int, val_fraction: float) -> str | None:
+    """A warning when the validation split is too small to select with, and what to do about it."""
+    if n_val == 0 or n_val >= MIN_VAL_ROWS:
+        return None
+    total = n_val + n_train
+    advice = (f"raise --val-fraction (0.5 gives {int(total * 0.5)} rows) or use more data"
+              if MIN_VAL_ROWS / total > 0.5 else
+              f"raise --val-fraction to {min(0.5, -(-MIN_VAL_ROWS * 100 // total) / 100):g} or more (>= "
+              f"{MIN_VAL_ROWS} rows)")
+    return (f"warning: the validation split has only {n_val} rows (val_fraction={val_fraction:g} of {total}): "
+            f"too few to tell trials apart (one row moves an accuracy by {1 / n_val:.3f}, and ties are likely); "
+            f"{advice}")
+
+
 def check_search(settings: SearchSettings) -> CheckedSearch:
     """Every check that needs no side effect; completes `settings` (metric, mode, cache, URI)."""
     base = TrainConfig.from_dict(settings.base, source="search config")
@@ -114,6 +131,9 @@ def check_search(settings: SearchSettings) -> CheckedSearch:
         settings.metric, settings.mode, base.labels, val=base.val_fraction > 0, test=dataset.has_test,
         train_labels=dataset.y_train is not None,
     )
+    small = small_validation_note(len(split.val_index), len(train_rows), base.val_fraction)
+    if small:
+        notes.append(small)
     space = build_space(settings, n_train=len(train_rows), num_classes=dataset.num_classes)
     if pinned_note(settings):  # values the user's flags fixed in place of the space's
         notes.append(pinned_note(settings))

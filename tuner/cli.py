@@ -7,6 +7,7 @@ settings (searching). Errors users can cause end as one line on stderr and exit 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Sequence
 
@@ -30,12 +31,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def as_flags(message: str) -> str:
+    """A core error's advice in the CLI's words: `use labels=given` -> `use --labels given`.
+
+    The core names config fields (what a --config file holds); on the command line the same
+    advice is a flag, and both work there (flags override the file).
+    """
+    from trainables.core.config import field_types
+
+    fields = field_types()
+
+    def flag(m: re.Match) -> str:
+        name, value = m.group(2), m.group(3)
+        if name not in fields:
+            return m.group(0)
+        return f"{m.group(1)}--{name.replace('_', '-')} {value}"
+
+    return re.sub(r"\b(use |give |set |with )([A-Za-z_]+)=([^\s,;:)]+)", flag, message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DataError, UserError, SpaceError) as e:
+    except (ConfigError, DataError) as e:  # the core's messages name fields: say them as flags
+        print(f"mixtune: error: {as_flags(str(e))}", file=sys.stderr)
+        return EXIT_USAGE
+    except (UserError, SpaceError) as e:
         print(f"mixtune: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except DivergedError as e:

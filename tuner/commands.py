@@ -114,11 +114,12 @@ def cmd_export_best(args: argparse.Namespace) -> int:
     from tuner.export import export_best
 
     folder = find_search(args.search, args.results_dir)
-    cfg, source = export_best(folder, source=args.source, tracking_uri=args.tracking_uri, trial=args.trial,
-                              within=args.within)
+    cfg, source, trial = export_best(folder, source=args.source, tracking_uri=args.tracking_uri, trial=args.trial,
+                                     within=args.within)
     out = Path(args.output)
     cfg.to_yaml(out)
-    which = f"trial {args.trial}" if args.trial else "best trial" if args.within is None else f"front member (--within {args.within:g})"
+    which = "trial" if args.trial else "best trial" if args.within is None else f"front member (--within {args.within:g})"
+    which += f" {trial}" if trial else ""
     print(f"wrote {out} ({which} from {source}); retrain it with: mixtune train --config {out}")
     return 0
 

@@ -20,14 +20,24 @@ def search_trial_runs(settings: SearchSettings, tracking_uri: str | None = None)
     return tracking.trial_runs(tracking.client(uri), settings)
 
 
-def _fmt(v: Any) -> str:
+COUNTS = ("epoch",)  # metrics that count something: printed as whole numbers
+SELECT_DECIMALS = 6  # the sort and selection metrics: enough to tell close trials apart
+
+
+def _fmt(v: Any, decimals: int = 4) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
         if math.isnan(v):
             return "nan"
-        return f"{v:.4f}" if abs(v) < 1000 else f"{v:.0f}"
+        if v.is_integer() and decimals == 0:
+            return str(int(v))
+        return f"{v:.{decimals}f}" if abs(v) < 1000 else f"{v:.0f}"
     return str(v)
+
+
+def _decimals(metric: str, selected: set[str]) -> int:
+    return 0 if metric in COUNTS else SELECT_DECIMALS if metric in selected else 4
 
 
 def _param(v: str) -> str:
@@ -82,11 +92,12 @@ def compare(folder: Path, tracking_uri: str | None = None, method: str | None = 
     # the selection metric first, then the others any trial reported (a metric no trial has is no column)
     columns = [m for m in metric_columns(settings.metric) if any(m in r.data.metrics for r in runs)]
     header = ["trial", "state", *searched, *columns]
+    selected = {sort, *settings.metrics}
     rows = [header]
     for r in runs[:top]:
         rows.append([r.data.tags.get(tracking.TRIAL_TAG, r.info.run_id[:8]), r.data.tags.get("state", r.info.status)]
                     + [_param(r.data.params.get(p, "-")) for p in searched]
-                    + [_fmt(r.data.metrics.get(m)) for m in columns])
+                    + [_fmt(r.data.metrics.get(m), _decimals(m, selected)) for m in columns])
     shown = (f"{min(top, len(runs))} of {len(runs)} {'Pareto-front ' if pareto else ''}trials"
              + (f" with method={method}" if method else ""))
     foot = f"\n{shown} of search {settings.name}, sorted by {sort} (best first); the search selects on {settings.metric}.\n"

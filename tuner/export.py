@@ -4,10 +4,16 @@ With several metrics there is no single best trial: the command takes `--trial I
 trial, e.g. one of `mixtune compare --pareto`) or a rule (`--within D`: the Pareto-front
 member with the best first metric among those whose second metric is within D of the
 front's best second metric), and refuses to guess without one.
+
+An exported config works from any folder of the machine that ran the search: its path
+fields (PATH_FIELDS) are written absolute. A search's trials log `data_dir` as given (a
+relative path, relative to where the search ran); the search's checked dataset records the
+absolute path (`SearchSettings.data["source"]["uri"]`), which replaces it.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +21,24 @@ from trainables.core.config import TrainConfig, field_types
 from tuner.errors import UserError
 from tuner.selection import pick_best
 from tuner.settings import BEST_FILE, SearchSettings
+
+
+PATH_FIELDS = ("data_dir", "cache_dir")  # TrainConfig fields that name files or folders
+
+
+def absolute_paths(cfg: TrainConfig, settings: SearchSettings) -> TrainConfig:
+    """The config with its path fields absolute, so it works from any working folder."""
+    changes: dict[str, str] = {}
+    uri = ((settings.data or {}).get("source") or {}).get("uri")
+    for name in PATH_FIELDS:
+        value = getattr(cfg, name)
+        if not value or "://" in value or Path(value).expanduser().is_absolute():
+            continue
+        if name == "data_dir" and uri and Path(uri).is_absolute() and Path(uri).name == Path(value).name:
+            changes[name] = uri  # resolved where the search ran, when it was checked
+        else:
+            changes[name] = str(Path(value).expanduser().resolve())
+    return cfg.replace(**changes) if changes else cfg
 
 
 def parse_param(value: str, typ: type) -> Any:
@@ -60,28 +84,39 @@ def choose(settings: SearchSettings, rows: list[dict[str, Any]], trial: str | No
 
 
 def best_from_mlflow(settings: SearchSettings, tracking_uri: str | None = None, trial: str | None = None,
-                     within: float | None = None) -> TrainConfig:
+                     within: float | None = None) -> tuple[TrainConfig, str]:
     from tuner import tracking
     from tuner.compare import search_trial_runs
 
     rows = [{"error": None, "metrics": r.data.metrics, "run": r, "trial_id": r.data.tags.get(tracking.TRIAL_TAG)}
             for r in search_trial_runs(settings, tracking_uri) if r.info.status == "FINISHED"]
-    best = choose(settings, rows, trial, within)["run"]
+    chosen = choose(settings, rows, trial, within)
+    best = chosen["run"]
     types = field_types()
     values = {k: parse_param(v, types[k]) for k, v in best.data.params.items() if k in types}
     # the run's params are the trial's whole config, thread count included
-    return TrainConfig.from_dict(values, source=f"MLflow run {best.info.run_id}")
+    return TrainConfig.from_dict(values, source=f"MLflow run {best.info.run_id}"), str(chosen["trial_id"])
+
+
+def _best_trial_of(folder: Path) -> str | None:
+    """The best trial's id as the finished search recorded it (finished.json), if it did."""
+    try:
+        return json.loads((Path(folder) / "finished.json").read_text()).get("best_trial")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def export_best(folder: Path, source: str = "mlflow", tracking_uri: str | None = None, trial: str | None = None,
-                within: float | None = None) -> tuple[TrainConfig, str]:
+                within: float | None = None) -> tuple[TrainConfig, str, str | None]:
+    """(the config, where it was read, the trial it is: its id, None when unknown); paths absolute."""
     settings = SearchSettings.load(folder)
     if source == "mlflow":
-        return best_from_mlflow(settings, tracking_uri, trial, within), f"MLflow ({settings.experiment})"
+        cfg, trial_id = best_from_mlflow(settings, tracking_uri, trial, within)
+        return absolute_paths(cfg, settings), f"MLflow ({settings.experiment})", trial_id
     if trial is not None or within is not None or settings.multi:
         raise UserError("--source ray exports the single best_config.yaml; with --trial, --within or several "
                         "metrics use --source mlflow")
     path = Path(folder) / BEST_FILE
     if not path.exists():
         raise UserError(f"{path} does not exist: the search has not finished (try --source mlflow)")
-    return TrainConfig.from_yaml(path), str(path)
+    return absolute_paths(TrainConfig.from_yaml(path), settings), str(path), _best_trial_of(folder)

@@ -12,21 +12,23 @@ from trainables.core.config import TrainConfig, field_types
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field (`--data_dir` and `--data-dir` both work).
+    """One flag per TrainConfig field, shown dashed (`--data-dir`); the field's own spelling
+    (`--data_dir`) works too, unlisted.
 
     Defaults are suppressed, so only the flags given override `--config` or the defaults.
     """
     group = parser.add_argument_group("training config (any TrainConfig field)")
     docs = field_docs()
     for name, typ in field_types().items():
-        flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
-        kw: dict[str, Any] = {"dest": f"cfg.{name}", "default": argparse.SUPPRESS, "help": docs.get(name)}
+        kw: dict[str, Any] = {"dest": f"cfg.{name}", "default": argparse.SUPPRESS}
         if typ is bool:
             kw["action"] = argparse.BooleanOptionalAction
         else:
             kw["type"] = typ
             kw["metavar"] = typ.__name__.upper()
-        group.add_argument(*flags, **kw)
+        group.add_argument(f"--{name.replace('_', '-')}", help=docs.get(name), **kw)
+        if "_" in name:  # the field's spelling, as in a --config file: accepted, not listed
+            group.add_argument(f"--{name}", help=argparse.SUPPRESS, **kw)
 
 
 def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> TrainConfig:

@@ -103,9 +103,13 @@ def pick_best(rows: list[dict[str, Any]], metric: str, mode: str, epochs: int) -
 
 
 def with_test(metrics: dict[str, Any], metric: str) -> str:
-    """`val_scel 1.9342 (test_acc 0.9310)`: the selection metric(s), and the test accuracy beside it."""
+    """`val_scel 1.934217 (test_acc 0.9310)`: the selection metric(s), and the test accuracy beside it.
+
+    The selection metric gets 6 decimals: trials a small validation split scores alike must
+    still read apart where the best one is named.
+    """
     names = metric.split(",")
-    text = " ".join(f"{m} {metrics[m]:.4f}" if number(metrics.get(m)) is not None else f"{m} -" for m in names)
+    text = " ".join(f"{m} {metrics[m]:.6f}" if number(metrics.get(m)) is not None else f"{m} -" for m in names)
     test = number(metrics.get("test_acc"))
     if "test_acc" not in names and test is not None:
         text += f" (test_acc {test:.4f})"

@@ -22,7 +22,7 @@ def run_name(cfg: TrainConfig) -> str:
 
 # what a progress line shows, in order, with its short name and format
 EPOCH_FIELDS = (("train_loss", "loss", ".4f"), ("val_acc", "val_acc", ".4f"), ("val_scel_ts", "val_scel_ts", ".4f"),
-                ("val_acc_est", "val_acc_est", ".4f"), ("test_acc", "test_acc", ".4f"), ("test_ece", "ece", ".3f"),
+                ("val_acc_est", "val_acc_est", ".4f"), ("test_acc", "test_acc", ".4f"), ("test_ece", "test_ece", ".3f"),
                 ("noise_rate", "noise", ".3f"), ("pair_impurity", "impurity", ".3f"))
 
 
