@@ -18,6 +18,7 @@ k = 50 clusters on raw pixels, alpha 1, seed s = training seed = data_seed, 10% 
 * today: the project's setting (MLP 256-256 with BatchNorm, wd 1e-4, batch 128, cosine) on the same arms;
 * cross: the authors' model with today's recipe (which of model / recipe matters);
 * ladder: the authors' setting at train_fraction 0.1, 0.2, 0.4 (0.8 is the authors part);
+* encoder: the authors' setting with ICM and label sharing on the in-project encoder's clusters;
 * pc: PC's learning curve beside SCL-NL (and URE-GA) in four settings, one seed.
 
 Three readings per run: the last epoch; the best epoch on the test set (what the ICM authors report:
@@ -42,7 +43,7 @@ from typing import Any
 
 import torch
 
-from experiments.runner import RUNS_VERSION, compare, mean_std
+from experiments.runner import RUNS_VERSION, compare, data_key, mean_std
 from trainables.core.clustering import Clustering, cluster_features, default_cache_dir, kmeans
 from trainables.core.config import TrainConfig
 from trainables.core.data import Dataset, load_dataset
@@ -51,7 +52,7 @@ from trainables.core.fit import fit, prepare
 from trainables.core.mixing import ClusterIndex
 
 MARK_START, MARK_END = "<!-- icm-protocol:start -->", "<!-- icm-protocol:end -->"
-PARTS = ("authors", "today", "pc", "ladder", "cross")
+PARTS = ("authors", "today", "pc", "ladder", "encoder", "cross")
 CURVE = ("train_loss", "test_acc", "val_scel_ts", "val_acc_est", "noise_rate", "pair_impurity")
 
 # what sets a run apart besides the arm; epochs cut from the authors' 300 (see the report's budget line)
@@ -78,6 +79,9 @@ ARMS: dict[str, tuple[dict[str, Any], bool]] = {
     "share_in_batch": ({"method": "icm_share_labels_in_batch", "self_pairing": True}, False),
     "oracle_icm": ({"method": "icm"}, True),
     "oracle_share_in_batch": ({"method": "icm_share_labels_in_batch", "self_pairing": True}, True),
+    "icm_encoder": ({"method": "icm", "cluster_features": "encoder"}, False),
+    "share_in_batch_encoder": ({"method": "icm_share_labels_in_batch", "self_pairing": True,
+                                "cluster_features": "encoder"}, False),
 }
 ARM_TEXT = {
     "none": "no mixing",
@@ -88,9 +92,12 @@ ARM_TEXT = {
     "share_in_batch": "label sharing inside the batch, self allowed: the authors' HEAD train.py (`icm_share_labels_in_batch`)",
     "oracle_icm": "diagnostic: ICM on oracle clusters (k-means inside each true class)",
     "oracle_share_in_batch": "diagnostic: the authors' label sharing on oracle clusters",
+    "icm_encoder": "ICM as today on the in-project encoder's clusters (`cluster_features=encoder`)",
+    "share_in_batch_encoder": "the authors' label sharing on the in-project encoder's clusters",
 }
 SETTING_ARMS = {
-    "authors": list(ARMS),
+    "authors": [a for a in ARMS if not a.endswith("_encoder")],
+    "encoder": ["none", "mixup", "icm_encoder", "share_in_batch_encoder"],
     "today": ["none", "mixup", "icm", "share_in_batch", "oracle_icm"],
     "cross": ["none", "mixup", "icm", "share_in_batch"],
 }
@@ -176,7 +183,7 @@ class Protocol:
         if part in SETTING_ARMS:
             for seed in self.seeds:
                 for arm in SETTING_ARMS[part]:
-                    out.append((self.config(SETTINGS[part], arm, seed), ARMS[arm][1]))
+                    out.append((self.config(setting_of(part), arm, seed), ARMS[arm][1]))
         elif part == "ladder":
             for tf in LADDER:
                 for seed in self.seeds:
@@ -187,6 +194,11 @@ class Protocol:
                 for loss in losses:
                     out.append((self.config(setting, "none", self.seeds[0], loss=loss), False))
         return out
+
+
+def setting_of(part: str) -> dict[str, Any]:
+    """The encoder part and the ladder run in the authors' setting."""
+    return SETTINGS.get(part, SETTINGS["authors"])
 
 
 def ladder_changes(tf: float) -> dict[str, Any]:
@@ -239,15 +251,20 @@ def verdict(a: list[float], b: list[float]) -> str:
 
 
 # ----------------------------------------------------------------------------- features (no training)
-def feature_rows(proto: Protocol) -> list[str]:
+def feature_rows(proto: Protocol, encoder: bool) -> list[str]:
+    """encoder: also the in-project encoder's clusters (trains it unless cached, as fit.prepare would)."""
     cfg = proto.config(SETTINGS["authors"], "icm", proto.seeds[0])
     data = prepare(cfg, proto.dataset(cfg), torch.device("cpu"))
+    root = Path(proto.cache_dir) if proto.cache_dir else default_cache_dir()
     rows = []
-    for name in ("raw", "pca", "oracle"):
+    for name in ("raw", "pca", "encoder", "oracle"):
+        if name == "encoder" and not encoder:
+            continue
         if name == "oracle":
             assign = oracle_clusters(data.x, data.y, cfg.k, cfg.seed).assign
         else:
-            feats = cluster_features(data.x, name, 32)
+            feats = cluster_features(data.x, name, 32, data_key=data_key(proto.dataset(cfg), data.train_index),
+                                     cache_dir=root)
             assign = kmeans(feats, cfg.k, torch.Generator().manual_seed(cfg.seed)).assign
         counts = torch.zeros(int(assign.max()) + 1, 10)
         counts.index_put_((assign, data.y), torch.ones(len(assign)), accumulate=True)
@@ -287,7 +304,7 @@ def render(proto: Protocol, features: list[str] | None) -> str:
               "anchors whose same-cluster partner's CL is the anchor's true class)**", "",
               "| features | purity | pair noise |", "|---|---|---|", *features, ""]
     claims: list[str] = []
-    for part in ("authors", "today", "cross"):
+    for part in ("authors", "encoder", "today", "cross"):
         table = settings_table(proto, part, claims)
         if table:
             L += table
@@ -308,7 +325,7 @@ def render(proto: Protocol, features: list[str] | None) -> str:
 
 
 def _arm_values(proto: Protocol, part: str, arm: str, **changes: Any) -> list[dict[str, float]]:
-    setting = SETTINGS["authors" if part == "ladder" else part]
+    setting = setting_of(part)
     out = []
     for seed in proto.seeds:
         entry = proto.run(proto.config(setting, arm, seed, **changes), ARMS[arm][1], train=False)
@@ -321,7 +338,7 @@ def settings_table(proto: Protocol, part: str, claims: list[str]) -> list[str]:
     vals = {arm: _arm_values(proto, part, arm) for arm in SETTING_ARMS[part]}
     if not any(vals.values()):
         return []
-    L = [f"**{part}: {SETTING_TEXT[part]}. Test accuracy (%), mean ± std over seeds, three readings**", "",
+    L = [f"**{part}: {SETTING_TEXT.get(part, SETTING_TEXT['authors'])}. Test accuracy (%), mean ± std over seeds, three readings**", "",
          "| arm | seeds | last epoch | best epoch on test (authors' reading) | val-selected | last-quarter move | "
          "noise rate |", "|---|---|---|---|---|---|---|"]
     for arm, v in vals.items():
@@ -411,7 +428,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(1)
     proto = Protocol(args.mnist_dir, args.cache_dir, tuple(args.seeds))
-    features = feature_rows(proto)  # no training: a few seconds of k-means
+    encoder = "encoder" in args.parts and not args.report_only or any(
+        proto.run(cfg, o, train=False) for cfg, o in proto.part_runs("encoder"))
+    features = feature_rows(proto, encoder)  # no training (but the encoder's, once): seconds of k-means
     if not args.report_only:
         for part in args.parts:
             for cfg, oracle in proto.part_runs(part):
