@@ -62,8 +62,8 @@ STRATEGIES: dict[str, dict[str, Any] | None] = {
     "startup10_16": {"num_samples": 16, "startup_trials": 10},  # one change at a time, for its own row
     "complete16": {"num_samples": 16, "record_pruned": False},
     "noliar16": {"num_samples": 16, "constant_liar": False},
-    "tpe_noes": {"num_samples": 32, "scheduler": "none"},
-    "gp_noes": {"num_samples": 32, "sampler": "gp", "scheduler": "none"},
+    "tpe_noes": {"num_samples": 24, "scheduler": "none"},
+    "gp_noes": {"num_samples": 24, "sampler": "gp", "scheduler": "none"},
     "random_noes": None,
     "random_asha": None,
 }
