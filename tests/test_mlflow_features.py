@@ -34,17 +34,18 @@ DIGITS_SEARCHED = {"method": "icm", "k": 45, "alpha": 0.2626, "loss": "fwd", "mi
 
 
 # ----------------------------------------------------------------------------- run names
-def test_run_name_says_method_and_main_values():
-    assert run_name("icm", DIGITS_SEARCHED, "4e1b720d") == "icm k=45 α=0.26 manifold fwd 4e1b720d"
-    assert run_name("icm", dict(reversed(DIGITS_SEARCHED.items())), "4e1b720d") == "icm k=45 α=0.26 manifold fwd 4e1b720d"
+def test_run_name_says_trial_method_and_main_values():
+    """The distinguishing part first (issue 21): MLflow's runs table cuts long names."""
+    assert run_name("icm", DIGITS_SEARCHED, "4e1b720d") == "4e1b720d icm k=45 α=0.26 manifold fwd"
+    assert run_name("icm", dict(reversed(DIGITS_SEARCHED.items())), "4e1b720d") == "4e1b720d icm k=45 α=0.26 manifold fwd"
     assert run_name("multimix", {"K": 3, "alpha": 1.0, "mix_level": "cutmix", "lr": 0.01}, "a1") == \
-        "multimix K=3 α=1 cutmix a1"
+        "a1 multimix K=3 α=1 cutmix"
     assert run_name("infinite_class", {"alpha": 0.5, "contrastive_weight": 0.25, "contrastive_balance": 0.5},
-                    "b2") == "infinite_class α=0.5 cw=0.25 cb=0.5 b2"
+                    "b2") == "b2 infinite_class α=0.5 cw=0.25 cb=0.5"
     # only the optimiser searched: its values are the name; fields that are not TrainConfig's are not
-    assert run_name("icm", {"lr": 0.0012, "weight_decay": 1e-5, "tune_extra": 3}, "c3") == "icm lr=0.0012 wd=1e-05 c3"
+    assert run_name("icm", {"lr": 0.0012, "weight_decay": 1e-5, "tune_extra": 3}, "c3") == "c3 icm lr=0.0012 wd=1e-05"
     long = run_name("icm", {f: "x" * 30 for f in ("loss", "mix_level", "cluster_features", "optimizer")}, "d4")
-    assert len(long) <= mlflow_meta.NAME_LIMIT and long.startswith("icm ") and long.endswith(" d4")
+    assert len(long) <= mlflow_meta.NAME_LIMIT and long.startswith("d4 icm ")
 
 
 # ----------------------------------------------------------------------------- the dataset
@@ -146,19 +147,24 @@ def test_trial_table_rows_best_first():
     assert list(table)[7:] == ["method", "k", "alpha"]
     assert table["trial_id"] == ["b", "a", "c"]  # the best first, a failed trial last
     assert table["status"] == ["STOPPED_EARLY", "COMPLETED", "FAILED"]
-    assert table["run_name"] == ["mixup α=0.9 b", "icm k=5 α=0.3 a", "icm k=9 α=1.5 c"]
+    assert table["run_name"] == ["b mixup α=0.9", "icm k=5 α=0.3 a", "c icm k=9 α=1.5"]
     assert table["run_id"] == [None, "run-a", None] and table["k"] == [None, 5, 9]
     assert table["val_scel_ts"] == [2.0, 2.1, None] and table["epochs"] == [2, 4, 1]
 
 
 # ----------------------------------------------------------------------------- the link
-def test_runs_link_opens_the_runs_table_of_this_search():
+def test_runs_link_opens_the_runs_view_of_this_search():
     link = runs_link("http://h:5000/", "7", "s-1", "val_acc,val_ece", "max,min")
     head, query = link.split("?", 1)
     assert head == "http://h:5000/#/experiments/7/runs"
+    # MLflow ignores a shared view when the URL also filters or sorts: the view holds those
     assert urllib.parse.parse_qs(query) == {"workflowType": ["machine_learning"],
-                                            "searchFilter": ["tags.`mixtune.search` = 's-1'"],
-                                            "orderByKey": ["metrics.`val_acc`"], "orderByAsc": ["false"]}
+                                            "viewStateShareKey": [mlflow_meta.view_key("s-1")]}
+    assert mlflow_meta.runs_view("s-1", "val_acc,val_ece", "max,min", ["lr", "alpha", "method"]) == {
+        "searchFilter": "tags.`mixtune.search` = 's-1'", "orderByKey": "metrics.`val_acc`", "orderByAsc": False,
+        "selectedColumns": ["metrics.`val_acc`", "metrics.`val_ece`", "metrics.`test_acc`", "params.`method`",
+                            "params.`alpha`", "params.`lr`", "attributes.`Dataset`"]}
+    assert mlflow_meta.runs_view("s", "val_scel_ts", "min", [])["orderByAsc"] is True
 
 
 def test_ui_lines_per_store():
@@ -198,7 +204,7 @@ def check_search_runs(client, settings: SearchSettings, parent, trials) -> str:
     for run in trials:
         tid = run.data.tags[tracking.TRIAL_TAG]
         assert run.info.run_name == mlflow_meta.trial_run_name(settings.base, ray_configs[tid], tid)
-        assert run.info.run_name.startswith(run.data.params["method"] + " ") and run.info.run_name.endswith(tid)
+        assert run.info.run_name.startswith(f"{tid} {run.data.params['method']}")
     assert json.loads(parent.data.tags["mlflow.loggedArtifacts"]) == [{"path": "trials.json", "type": "table"}]
     table = json.loads(Path(client.download_artifacts(parent.info.run_id, "trials.json")).read_text())
     rows = [dict(zip(table["columns"], r)) for r in table["data"]]
@@ -250,7 +256,7 @@ def rendered(url: str, profile: Path, budget_ms: int) -> str:
     time budget lets the app's fetches finish before the DOM is dumped.
     """
     cmd = [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}", "--window-size=1600,1000",
+           f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}", "--window-size=3200,1000",
            "--dump-dom", url]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -280,10 +286,18 @@ def test_printed_link_opens_the_search_runs_in_a_browser(tmp_path, mlflow_server
     digest = check_search_runs(client, settings, parent, trials)
 
     names = [parent.info.run_name, *(r.info.run_name for r in trials)]
-    dom = wait_rendered(link, tmp_path, names)
+    # the columns of the search's view (issue 21): its metric, test_acc, every searched parameter
+    searched = sorted({p for r in trials for p in r.data.tags["mixtune.searched_params"].split(",")})
+    assert {"method", "alpha", "lr"} <= set(searched)
+    columns = [f'col-id="{c}"' for c in ("metrics.`val_scel_ts`", "metrics.`test_acc`",
+                                          *(f"params.`{p}`" for p in searched))]
+    dom = wait_rendered(link, tmp_path, names + columns)
     missing = [n for n in names if n not in dom]
     assert not missing, f"the runs table lacks {missing}: {re.sub(r'<[^>]+>', ' ', dom)[-3000:]}"
     assert digest in dom  # the runs table's Dataset column: digits (digest)
+    missing = [c for c in columns if c not in dom]
+    assert not missing, f"the runs table lacks the columns {missing}"
+    assert "weight_decay" in searched and 'col-id="params.`hidden`"' not in dom  # searched ones, not all 131
 
     # without workflowType MLflow 3 opens the experiment on its GenAI overview: no run is listed
     plain = rendered(f"{mlflow_server}/#/experiments/{settings.experiment_id}", tmp_path / "profile-plain", 20_000)

@@ -24,6 +24,29 @@ COUNTS = ("epoch",)  # metrics that count something: printed as whole numbers
 SELECT_DECIMALS = 6  # the sort and selection metrics: enough to tell close trials apart
 
 
+def save_runs_view(settings: SearchSettings, params: list[str], tracking_uri: str | None = None) -> bool:
+    """Write the search's runs view (mlflow_meta.runs_view) as the experiment tag its link names.
+
+    Idempotent; False (and the link then opens the experiment's runs unfiltered) when the
+    store cannot take it now: a link is never worth failing or delaying a command for.
+    """
+    import json
+
+    from tuner.mlflow_meta import VIEW_TAG, runs_view, view_key
+
+    uri = tracking_uri or settings.tracking_uri
+    if not uri or settings.experiment_id is None:
+        return False
+    try:
+        tracking.check_tracking_uri(uri, timeout=3.0)  # a server that is down fails here, fast
+        view = runs_view(settings.name, settings.metric or "", settings.mode or "", params)
+        tracking.client(uri).set_experiment_tag(settings.experiment_id, VIEW_TAG + view_key(settings.name),
+                                                json.dumps(view))
+        return True
+    except Exception:
+        return False
+
+
 def _fmt(v: Any, decimals: int = 4) -> str:
     if v is None:
         return "-"
@@ -102,6 +125,7 @@ def compare(folder: Path, tracking_uri: str | None = None, method: str | None = 
              + (f" with method={method}" if method else ""))
     foot = f"\n{shown} of search {settings.name}, sorted by {sort} (best first); the search selects on {settings.metric}.\n"
     shown_in = dataclasses.replace(settings, tracking_uri=tracking_uri or settings.tracking_uri)
+    save_runs_view(shown_in, searched)  # the view the runs link opens: these columns
     foot += "\n".join(tracking.ui_lines(shown_in))  # the search's runs in MLflow's runs table, best first
     if len(rows) == 1:
         return f"no trials logged yet for search {settings.name}{foot}"

@@ -14,11 +14,17 @@ UI alone says what each run is, on what data, and how the trials compare:
   that make the labels and splits a user has, so runs on other data (another file, split,
   label kind, label draw) have another digest, and runs on the same data the same one;
 - `trial_table`: one row per trial, logged on the parent run as an MLflow table;
-- `runs_link`: the UI's URL of this search's runs. MLflow 3 opens an experiment on its
-  GenAI overview (traces) unless the URL says `workflowType=machine_learning`, and shows
-  the runs tab only under `/runs`; the link also filters to the search and sorts by its
-  metric, best first (a sort other than by date lists nested runs flat, so every trial
-  shows without expanding its parent).
+- `runs_link` / `runs_view`: the UI's URL of this search's runs. MLflow 3 opens an
+  experiment on its GenAI overview (traces) unless the URL says
+  `workflowType=machine_learning`, and shows the runs tab only under `/runs`. Which columns
+  the runs table shows is not a URL parameter: MLflow keeps it in the browser, or, for a
+  shared view, in an experiment tag `mlflow.sharedViewState.<key>` that the URL names with
+  `viewStateShareKey=<key>` (MLflow 3.17's UI: `useSharedExperimentViewState`; it ignores
+  the shared view when the URL also carries a filter or sort). The view (`runs_view`)
+  filters to the search, sorts by its metric, best first (a sort other than by date lists
+  nested runs flat, so every trial shows without expanding its parent), and shows the
+  selection metric(s), the test accuracy and the searched parameters as columns; the
+  tuner writes it as that tag (`compare.save_runs_view`) before it prints the link.
 
 Pure functions of plain values: no MLflow import here (the CLI starts without it).
 """
@@ -70,19 +76,21 @@ def _value(key: str, v: Any) -> str:
 
 
 def run_name(method: str, searched: dict[str, Any], trial_id: str) -> str:
-    """`icm k=45 α=0.26 fwd 4fd5e482`: the method, its main searched values, the trial id.
+    """`4fd5e482 icm k=45 α=0.26 fwd`: the trial id, the method, its main searched values.
 
-    Deterministic in its inputs, so the summary's trial table names a run as the callback
-    did. Values in TrainConfig's field order; the learning rate and weight decay only when
-    nothing else was searched; the method's own parameters first (FIRST_KEYS); longer than
-    NAME_LIMIT: the last values are left out.
+    The part that tells runs apart comes first, since MLflow's runs table cuts long names:
+    the trial id (unique; the one the progress lines, `compare` and `export-best --trial`
+    use), then the method and its values. Deterministic in its inputs, so the summary's
+    trial table names a run as the callback did. Values in TrainConfig's field order; the
+    learning rate and weight decay only when nothing else was searched; the method's own
+    parameters first (FIRST_KEYS); longer than NAME_LIMIT: the last values are left out.
     """
     keys = sorted((k for k in searched if k in FIELD_ORDER and k != "method"), key=FIELD_ORDER.__getitem__)
     main = [k for k in keys if k not in GENERIC_KEYS] or keys
     parts = [_value(k, searched[k]) for k in main]
-    while parts and len(" ".join([method, *parts, trial_id])) > NAME_LIMIT:
+    while parts and len(" ".join([trial_id, method, *parts])) > NAME_LIMIT:
         parts.pop()
-    return " ".join([method, *parts, trial_id])[:NAME_LIMIT]
+    return " ".join([trial_id, method, *parts])[:NAME_LIMIT]
 
 
 def trial_run_name(base: dict[str, Any], config: dict[str, Any], trial_id: str) -> str:
@@ -214,12 +222,46 @@ def trial_table(rows: list[dict[str, Any]], base: dict[str, Any], metrics: list[
 LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
 
 
-def runs_link(ui: str, experiment_id: str, search: str, metric: str, mode: str) -> str:
-    """The MLflow UI's runs table of the experiment, filtered to the search, best first by its metric."""
+VIEW_TAG = "mlflow.sharedViewState."  # MLflow's experiment tag of a shared runs view, + its key
+VIEW_FIXED_COLUMNS = ("attributes.`Dataset`",)  # of MLflow's default columns, the one a search needs
+
+
+def column(kind: str, name: str) -> str:
+    """A runs-table column as MLflow's UI names it (`makeCanonicalSortKey`): metrics.`val_acc`."""
+    return f"{kind}.`{name}`"
+
+
+def view_key(search: str) -> str:
+    """The shared view's key: tag keys take fewer characters than search names (no + or =)."""
+    return "mixtune-" + hashlib.sha256(search.encode()).hexdigest()[:16]
+
+
+def runs_view(search: str, metric: str, mode: str, params: list[str]) -> dict[str, Any]:
+    """The runs table of a search, as MLflow's shared view state: filter, sort (best first), columns.
+
+    Columns: the selection metric(s), test_acc, the searched parameters (TrainConfig's
+    order, the method's own first), then the dataset (name and digest).
+    """
+    metrics = metric.split(",") if metric else []
+    shown = [*metrics, *(["test_acc"] if "test_acc" not in metrics else [])]
+    ordered = sorted(dict.fromkeys(params), key=lambda k: (FIELD_ORDER.get(k, len(FIELD_ORDER)), k))
+    return {
+        "searchFilter": f"tags.`{SEARCH_TAG}` = '{search}'",
+        "orderByKey": column("metrics", metrics[0]) if metrics else "attributes.start_time",
+        "orderByAsc": bool(metrics) and mode.split(",")[0] == "min",
+        "selectedColumns": [*(column("metrics", m) for m in shown), *(column("params", p) for p in ordered),
+                            *VIEW_FIXED_COLUMNS],
+    }
+
+
+def runs_link(ui: str, experiment_id: str, search: str, metric: str = "", mode: str = "") -> str:
+    """The MLflow UI's runs table of the experiment in the search's shared view (`runs_view`).
+
+    The view itself is the experiment tag VIEW_TAG + view_key(search); metric and mode are
+    kept for callers' sake (the view holds them).
+    """
     query = urllib.parse.urlencode({
         "workflowType": "machine_learning",  # MLflow 3: not the GenAI overview
-        "searchFilter": f"tags.`{SEARCH_TAG}` = '{search}'",
-        "orderByKey": f"metrics.`{metric.split(',')[0]}`",
-        "orderByAsc": "true" if mode.split(",")[0] == "min" else "false",
+        "viewStateShareKey": view_key(search),
     }, quote_via=urllib.parse.quote)
     return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"

@@ -40,6 +40,10 @@ def print_outcome(settings, outcome) -> None:
     else:
         print(f"best config:  {outcome.folder / 'best_config.yaml'}  (retrain: mixtune train --config <it>)")
         print(f"compare:      mixtune compare {outcome.folder}")
+    from tuner.compare import save_runs_view
+
+    # the view the runs link opens: the metric, test_acc and the searched values as columns
+    save_runs_view(settings, sorted({k for r in outcome.trials for k in (r.get("config") or {})}))
     for line in ui_lines(settings):  # the runs table of this search, not MLflow 3's GenAI overview
         print(line)
     print(dashboard_line(settings.study_storage, study_id(settings)))
