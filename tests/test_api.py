@@ -67,10 +67,35 @@ def test_bad_arguments_are_one_line_errors_before_anything_starts(tmp_path):
     assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
 
 
+def test_every_search_flag_is_a_keyword_argument():
+    """A flag `mixtune search` takes and the API lacks would be the CLI and the API drifting apart."""
+    from mixtune.options import search_options
+    from tuner.cli import build_parser
+
+    flags = set(vars(build_parser().parse_args(["search"]))) - {"command", "func"}  # TrainConfig's are suppressed
+    assert flags - set(search_options()) == {"space", "config"}  # search()'s own parameters
+
+
+def test_keyword_arguments_build_the_settings_the_flags_build():
+    from mixtune.options import build_settings
+
+    settings = build_settings("icm", {"epochs": 3}, dict(search_seed=3, seed=1, alpha=0.5, num_samples=4, num_cpus=2,
+                                                         cpus_per_trial=0.5, warm_start=Path("earlier"), name="n"))
+    assert (settings.name, settings.space, settings.num_samples, settings.num_cpus) == ("n", "icm", 4, 2)
+    assert settings.seed == 3 and settings.base["seed"] == 1  # search_seed is the sampler's, as --search-seed
+    assert settings.base["epochs"] == 3 and settings.base["alpha"] == 0.5
+    # values given as arguments are pinned (as flags are); config= is the base the space varies
+    assert settings.space_doc == {"preset": "icm", "pinned": {"seed": 1, "alpha": 0.5}}
+    assert settings.max_concurrent == 4  # the CLI's default: num_cpus / cpus_per_trial
+    assert settings.warm_start == ["earlier"] and settings.warm_start_other_data is False
+    assert isinstance(settings.cpus_per_trial, float)
+
+
 @pytest.mark.slow
 def test_readme_example(tmp_path, monkeypatch, capsys, ray_shutdown):
     """The README's example, run as it is written (from a fresh folder), then what it promises."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the example's MLflow: sqlite in this folder
     names: dict = {}
     exec(compile(readme_example(), "README.md (Python API)", "exec"), names)
     out = capsys.readouterr().out
