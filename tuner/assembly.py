@@ -59,11 +59,70 @@ def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def start_ray(settings: SearchSettings) -> None:
+class RayStart:
+    """Ray's start on a thread of its own, while the driver sets up the rest of the search.
+
+    `ray.init` mostly waits for the processes it starts (GCS, raylet, the prestarted workers,
+    which import torch), seconds that the MLflow run, the study and the outbox can use.
+    `wait` returns once Ray is up, raising what `ray.init` raised. Ray sets its SIGTERM
+    handler only from the main thread: the same handler is set here, on the main thread.
+    The thread then stays, idle, until the process ends: Ray starts its GCS and raylet with
+    PR_SET_PDEATHSIG, which Linux fires when the *thread* that started them ends.
+    """
+
+    def __init__(self, settings: SearchSettings):
+        import signal
+        import threading
+
+        self.error: BaseException | None = None
+        self.started = False  # whether this driver started (or joined) Ray, so it may stop it
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(settings,), name="mixtune-ray-start", daemon=True)
+        self._thread.start()
+
+    def _run(self, settings: SearchSettings) -> None:
+        import threading
+
+        try:
+            self.started = start_ray(settings)
+        except BaseException as e:  # re-raised on the main thread by wait()
+            self.error = e
+        finally:
+            self._done.set()
+        if self.started:
+            threading.Event().wait()  # hold the thread: Ray's processes die with it (see above)
+
+    def wait(self) -> bool:
+        self._done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.started
+
+
+def _exit_on_sigterm(signum, frame):  # what Ray's own handler does: exit, so that atexit stops Ray
+    import sys
+
+    sys.exit(signum)
+
+
+def stop_ray() -> None:
+    """Stop the Ray runtime this driver started (or leave the cluster it joined), now, not at exit."""
     import ray
 
     if ray.is_initialized():
-        return
+        ray.shutdown()
+
+
+def start_ray(settings: SearchSettings) -> bool:
+    """Start (or join) Ray; False when it was running already in this process (then it is not ours)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    # the SIGTERM note of a `ray.init` off the main thread (RayStart sets that handler itself)
+    logging.getLogger("ray._private.worker").setLevel(logging.ERROR)
     kwargs: dict[str, Any] = dict(
         log_to_driver=False,
         logging_level=logging.ERROR,
@@ -85,6 +144,7 @@ def start_ray(settings: SearchSettings) -> None:
             runtime_env={"worker_process_setup_hook": "trainables.trainable.warm_worker"},
             **kwargs,
         )
+    return True
 
 
 def make_trainable(settings: SearchSettings, dataset: Dataset):

@@ -17,12 +17,20 @@ from pathlib import Path
 from typing import Any, Callable
 
 from trainables.core.data import Dataset
-from tuner.assembly import make_trainable, make_tuner, quiet_logs, start_ray
+from tuner.assembly import RayStart, make_trainable, make_tuner, quiet_logs, start_ray, stop_ray
 from tuner.checks import check_search
 from tuner.selection import describe_selection, pick_best
 from tuner.settings import BEST_FILE, FRONT_FILE, STATE_FILE, SearchError, SearchSettings
 
 FINISHED_FILE = "finished.json"  # written when every trial ended: `resume` then changes nothing
+
+
+def mark(phase: str) -> None:
+    """A phase of the driver reached, appended to $MIXTUNE_PHASES when set (bench/startup.py reads it)."""
+    path = os.environ.get("MIXTUNE_PHASES")
+    if path:
+        with open(path, "a") as f:
+            f.write(f'{{"phase": "{phase}", "t": {time.time():.4f}}}\n')
 
 
 @dataclass
@@ -40,8 +48,14 @@ class SearchInterrupted(KeyboardInterrupt):
 
 def run_search(settings: SearchSettings, echo: Callable[[str], None] = print) -> SearchOutcome:
     """Check, create, run and summarise a new search."""
+    mark("run_search")
+    if os.environ.get("MIXTUNE_PHASES"):
+        import atexit
+
+        atexit.register(mark, "atexit")  # runs before Ray's own (registered earlier, at import)
     quiet_logs()
     checked = check_search(settings)
+    mark("checked")
     settings = checked.settings
     if (settings.folder / STATE_FILE).exists():
         raise SearchError(f"search {settings.name} already exists in {settings.folder}; use `mixtune resume`")
@@ -55,6 +69,20 @@ def run_search(settings: SearchSettings, echo: Callable[[str], None] = print) ->
 
 
 def _create_and_run(settings: SearchSettings, checked, echo) -> SearchOutcome:
+    """Ray starts on its own thread while the MLflow parent run and the rest are set up (issue 26)."""
+    ray_start = RayStart(settings)
+    try:
+        return _create(settings, checked, echo, ray_start)
+    except BaseException:
+        try:
+            if ray_start.wait():
+                stop_ray()
+        except BaseException:
+            pass
+        raise
+
+
+def _create(settings: SearchSettings, checked, echo, ray_start: RayStart) -> SearchOutcome:
     from tuner import tracking
 
     client = tracking.client(settings.tracking_uri)
@@ -79,7 +107,8 @@ def _create_and_run(settings: SearchSettings, checked, echo) -> SearchOutcome:
 
         apply(checked.warm, settings)  # the study holds the prior trials before Ray's searcher loads it
     points = checked.warm.points if checked.warm else []
-    return execute(settings, checked.dataset, checked.space, client, echo, points=points)
+    mark("created")
+    return execute(settings, checked.dataset, checked.space, client, echo, points=points, ray_start=ray_start)
 
 
 def finished(settings: SearchSettings) -> dict[str, Any] | None:
@@ -132,7 +161,7 @@ def _resume(settings: SearchSettings, echo: Callable[[str], None]) -> SearchOutc
 
 
 def execute(settings: SearchSettings, dataset: Dataset, space: Callable, client, echo,
-            restore: bool = False, points: list | None = None) -> SearchOutcome:
+            restore: bool = False, points: list | None = None, ray_start: RayStart | None = None) -> SearchOutcome:
     """Run (or restore and continue) the Tune experiment, then summarise it.
 
     Every MLflow write goes through the search's outbox (`outbox.py`): the loop never waits
@@ -148,7 +177,8 @@ def execute(settings: SearchSettings, dataset: Dataset, space: Callable, client,
     outbox = tracking.open_outbox(settings, echo)
     try:
         try:
-            start_ray(settings)
+            own_ray = ray_start.wait() if ray_start is not None else start_ray(settings)
+            mark("ray")
             tuner = None
             if restore:
                 from tuner.restore import restore_tuner
@@ -157,7 +187,12 @@ def execute(settings: SearchSettings, dataset: Dataset, space: Callable, client,
                 outbox.put({"op": "parent", "status": "RUNNING"})
             if tuner is None:  # a new search, or one stopped before Ray saved anything
                 tuner = make_tuner(settings, space, dataset, callbacks(settings, echo), points or [])
+            from tuner.summary import prewarm
+
+            prewarm()  # the summary's imports, on a thread while the trials run
+            mark("fit")
             results = tuner.fit()
+            mark("fit_done")
         except KeyboardInterrupt:  # a second Ctrl-C, or one before Tune's handler was installed
             stopped(settings, outbox, echo)
             raise
@@ -177,7 +212,7 @@ def execute(settings: SearchSettings, dataset: Dataset, space: Callable, client,
             raise SearchInterrupted()
         # every trial ended: a run the callback could not close (its driver was killed) is closed here
         outbox.put({"op": "close", "status": "KILLED", "state": "KILLED"})
-        return summarise(settings, results, time.time() - start, outbox, echo)
+        return summarise(settings, results, time.time() - start, outbox, echo, stop=stop_ray if own_ray else None)
     finally:
         tracking.close_outbox(settings)
 
@@ -312,7 +347,8 @@ def log_search_params(client, settings: SearchSettings) -> None:
         client.set_tag(settings.parent_run_id, "ray.address", redact_uri(settings.address))
 
 
-def summarise(settings: SearchSettings, results, seconds: float, outbox, echo=print) -> SearchOutcome:
+def summarise(settings: SearchSettings, results, seconds: float, outbox, echo=print,
+              stop: Callable[[], None] | None = None) -> SearchOutcome:
     """Best trial -> best_config.yaml, parent run metrics, plots and model; raises if all failed.
 
     The parent run's summary is the outbox's last op. If MLflow is still down when the outage
@@ -339,11 +375,16 @@ def summarise(settings: SearchSettings, results, seconds: float, outbox, echo=pr
     outbox.apply.summary = lambda op: log_summary(outbox.apply.client, settings, rows, best, op["seconds"], front)
     outbox.put({"op": "summary", "seconds": seconds})
     mark_finished(settings, rows, best)
+    mark("summary_queued")
+    if stop is not None:
+        stop()  # Ray's runtime is done with: stopped here while the outbox sends, not at exit
+        mark("ray_stopped")
     if not outbox.drain():
         echo(f"MLflow at {redact_uri(settings.tracking_uri)} has been unreachable for {outbox.down_for:.0f}s "
              f"(--tracking-outage-limit {settings.tracking_outage_limit:g}s): the search is done, and the "
              f"{len(outbox)} writes MLflow lacks are kept in {outbox.path}; send them with: "
              f"mixtune sync {settings.folder}")
+    mark("drained")
     outcome = SearchOutcome(folder=settings.folder, best=best, trials=rows, seconds=seconds, front=front)
     if best is None and not front:
         errors = [r["error"] for r in rows if r["error"]]

@@ -13,10 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
-
 from trainables.core.metric_table import METRICS
-from tuner import plots
 from tuner.mlflow_meta import TABLE_FILE, TRIAL_TAG, trial_table
 
 
@@ -63,7 +60,10 @@ def log_summary(client, settings, rows: list[dict[str, Any]], best: dict[str, An
 
 
 def _log_summary(client, settings, rows, best, seconds, front) -> None:
+    import matplotlib.pyplot as plt
     from mlflow.entities import Metric, Param
+
+    from tuner import plots
 
     run_id = settings.parent_run_id
     have = client.get_run(run_id).data.metrics  # a repeated op logs no metric twice
@@ -124,6 +124,10 @@ def log_trial_table(client, settings, rows: list[dict[str, Any]]) -> None:
 
 
 def _figures(client, run_id: str, rows, values, settings) -> None:
+    import matplotlib.pyplot as plt
+
+    from tuner import plots
+
     metric = settings.metrics[0]
     if values:
         fig = plots.best_so_far(values, settings.modes[0], metric)
@@ -161,6 +165,31 @@ def importances(settings) -> dict[str, float]:
             return {k: float(v) for k, v in optuna.importance.get_param_importances(study, target=target).items()}
     except Exception:  # e.g. a single distinct value: importances are undefined, not an error
         return {}
+
+
+def prewarm() -> None:
+    """Import what the summary needs (torch.export, MLflow's PyTorch flavour, pandas) and fill
+    MLflow's installed-packages map, on a thread while the trials run: seconds that would
+    otherwise come after the last trial, with the user waiting (bench/startup.py)."""
+    import threading
+
+    def work() -> None:
+        try:
+            import matplotlib.pyplot  # noqa: F401
+            import mlflow.pytorch  # noqa: F401
+            import pandas  # noqa: F401
+
+            import tuner.plots  # noqa: F401
+            import torch.export  # noqa: F401
+            from mlflow.models import infer_signature  # noqa: F401
+            from mlflow.utils import requirements_utils
+
+            # what log_model's requirement check builds first (a scan of every installed package)
+            getattr(requirements_utils, "_init_modules_to_packages_map", lambda: None)()
+        except Exception:
+            pass  # only a head start: the summary imports what it needs anyway
+
+    threading.Thread(target=work, name="mixtune-summary-prewarm", daemon=True).start()
 
 
 class ModelUnavailable(RuntimeError):
