@@ -26,14 +26,19 @@ class MixtuneError(UserError, ValueError):
 
 
 def as_arguments(message: str, names: Iterable[str]) -> str:
-    """`--gpus-per-trial > 0` -> `gpus_per_trial > 0` for the flags that are keyword arguments here."""
+    """`--gpus-per-trial > 0` -> `gpus_per_trial > 0` for the flags that are keyword arguments here.
+
+    A command line quoted whole (`see mixtune compare --pareto`) stays as it is: it is one to run.
+    """
     known = set(names)
 
     def arg(m: re.Match) -> str:
-        name = m.group(1).replace("-", "_")
+        if m.group(1):  # a quoted command line
+            return m.group(0)
+        name = m.group(2).replace("-", "_")
         return name if name in known else m.group(0)
 
-    return re.sub(r"(?<![\w-])--([a-z][a-z0-9-]*)", arg, message)
+    return re.sub(r"(mixtune [a-z][a-z-]*(?: [^\s;,)`]+)*)|(?<![\w-])--([a-z][a-z0-9-]*)", arg, message)
 
 
 @contextlib.contextmanager

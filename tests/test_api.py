@@ -67,6 +67,18 @@ def test_bad_arguments_are_one_line_errors_before_anything_starts(tmp_path):
     assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
 
 
+def test_flags_in_messages_become_argument_names():
+    from mixtune.errors import as_arguments
+    from mixtune.options import argument_names
+
+    names = argument_names()
+    assert as_arguments("device=cuda needs --gpus-per-trial > 0", names) == "device=cuda needs gpus_per_trial > 0"
+    # a command line to run stays whole; a flag the API does not take stays a flag
+    assert as_arguments("choose --trial ID (see mixtune compare --pareto)", names) == \
+        "choose trial ID (see mixtune compare --pareto)"
+    assert as_arguments("--no-such-flag", names) == "--no-such-flag"
+
+
 def test_every_search_flag_is_a_keyword_argument():
     """A flag `mixtune search` takes and the API lacks would be the CLI and the API drifting apart."""
     from mixtune.options import search_options
