@@ -399,7 +399,7 @@ def cmd_report(args) -> int:
             if any(c != "-" for c in cols):
                 lines.append(f"| {budget} | " + " | ".join(cols) + " |")
     lines += ["", targets(cells), "", asha_section(records), "", selection_section(records), "",
-              choices_section(records)]
+              choices_section(records), "", losses_section(records)]
     text = "\n".join(lines)
     print(text)
     if args.out:
@@ -497,6 +497,34 @@ def selection_section(records) -> str:
             vals = [v for v in vals if v is not None]
             cols.append(pm(vals) if vals else "-")
         out.append(f"| {dataset}, {space}, {what} | {len(searches)} | " + " | ".join(cols) + " |")
+    return "\n".join(out)
+
+
+STRONG_LOSSES = ("scl_nl", "scl_exp", "fwd")
+
+
+def losses_section(records) -> str:
+    """Would the presets do better offering only the strong CLL losses? Random search on that
+    smaller space is the pool's trials that drew one of them (the loss is drawn independently)."""
+    out = ["## Random search with the presets' six CLL losses vs only " + ", ".join(STRONG_LOSSES), "",
+           "| dataset, space | n trials | six losses: selected | searches | three losses: selected | searches |",
+           "|---|---|---|---|---|---|"]
+    by_cell: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for (strategy, dataset, space, seed), rec in records.items():
+        if strategy == "pool":
+            by_cell.setdefault((dataset, space), []).append(rec)
+    for (dataset, space), recs in sorted(by_cell.items()):
+        for n in (8, 16):
+            cols = []
+            for keep in (None, STRONG_LOSSES):
+                sel = []
+                for rec in recs:
+                    trials = [t for t in random_noes(rec) if keep is None or t["config"].get("loss") in keep]
+                    for i in range(0, len(trials) - n + 1, n):
+                        chosen = select(trials[i:i + n], rec["metric"], rec["mode"], rec["epochs"])
+                        sel.append(chosen["test"][-1])
+                cols += [pm(sel), str(len(sel))]
+            out.append(f"| {dataset}, {space} | {n} | " + " | ".join(cols) + " |")
     return "\n".join(out)
 
 
