@@ -188,3 +188,79 @@ def test_unknown_space_parameter_lists_the_valid_names(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "'learnig_rate' is not a TrainConfig field" in err
     assert "valid names: dataset, data_dir," in err and ", lr, weight_decay," in err
+
+
+# ----------------------------------------------------------------------------- a real search, as a new user runs it
+@pytest.mark.slow
+def test_a_search_as_a_new_user_meets_it(tmp_path, monkeypatch, capfd, ray_shutdown):
+    """Items 6, 7, 8 and 12 end to end: a pinned flag, a small validation split, compare, export-best."""
+    import json
+
+    import numpy as np
+    import yaml
+    from sklearn.datasets import load_digits
+
+    work = tmp_path / "work"
+    work.mkdir()
+    x, y = load_digits(return_X_y=True)
+    np.savez(work / "mydigits.npz", x_train=(x[:400] * 16).astype(np.uint8).reshape(-1, 8, 8), y_train=y[:400],
+             x_test=(x[1500:] * 16).astype(np.uint8).reshape(-1, 8, 8), y_test=y[1500:])
+    monkeypatch.chdir(work)  # the data as a user names it: relative to where the search runs
+    argv = ["search", "--space", "icm", "--alpha", "0.5", "--dataset", "npz", "--data-dir", "mydigits.npz",
+            "--num-samples", "2", "--epochs", "1", "--hidden", "16", "--num-threads", "1", "--num-cpus", "2",
+            "--name", "newuser", "--results-dir", "results", "--tracking-uri", f"sqlite:///{work / 'mlflow.db'}"]
+    assert main(argv) == 0
+    out = capfd.readouterr().out
+    assert "fixed by your flags: alpha=0.5 (space icm searches it; your value holds in every trial)" in out
+    assert "warning: the validation split has only 40 rows (val_fraction=0.1 of 400)" in out
+    assert "after 1 epoch " in out and "after 1 epochs" not in out
+    folder = work / "results" / "newuser"
+    configs = [json.loads(p.read_text()) for p in folder.glob("trial_*/params.json")]
+    assert len(configs) == 2 and all(c["alpha"] == 0.5 for c in configs)  # the flag held in every trial
+    state = SearchSettings.load(folder)
+    assert state.space_doc == {"preset": "icm", "pinned": {"alpha": 0.5}}  # a resume pins it again
+
+    assert main(["compare", str(folder)]) == 0
+    table = capfd.readouterr().out.splitlines()
+    epoch_col = table[0].split().index("epoch")
+    assert [row.split()[epoch_col] for row in table[2:4]] == ["1", "1"]  # not 1.0000
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["export-best", str(folder), "-o", "best.yaml"]) == 0
+    said = capfd.readouterr().out
+    import re
+
+    (best,) = re.findall(r"\(best trial (\S+) from MLflow", said)  # it says which trial it wrote
+    exported = yaml.safe_load((elsewhere / "best.yaml").read_text())
+    trial = json.loads((folder / f"trial_{best}" / "params.json").read_text())
+    assert (exported["k"], exported["lr"], exported["loss"]) == (trial["k"], trial["lr"], trial["loss"])
+    assert exported["data_dir"] == str(work / "mydigits.npz") and exported["alpha"] == 0.5
+    assert main(["train", "--config", "best.yaml", "--epochs", "1", "--quiet", "--output", "retrain"]) == 0
+    capfd.readouterr()
+
+    assert main(["export-best", str(folder), "--trial", "zzz", "-o", "x.yaml"]) == 2
+    got = capfd.readouterr()
+    assert got.out == "" and got.err.count("\n") == 1  # the error first, and nothing else
+    assert got.err.startswith("mixtune: error: search newuser has no finished trial 'zzz' (its trials: ")
+    assert not (elsewhere / "x.yaml").exists()
+
+
+# ----------------------------------------------------------------------------- item 13: the README's one-machine cluster
+def test_readme_has_a_one_machine_cluster_recipe_that_stops_only_its_own_processes():
+    import re
+    import subprocess
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    part = readme[readme.index("**A cluster on one machine.**"):]
+    block = re.search(r"```bash\n(.*?)```", part, re.S).group(1)
+    assert subprocess.run(["bash", "-n"], input=block, text=True).returncode == 0  # valid bash
+    starts = [ln for ln in block.splitlines() if "ray start --block" in ln]
+    assert len(starts) == 2 and all(ln.startswith("setsid ") for ln in starts)  # a session per node
+    assert "--head" in starts[0] and "--address 127.0.0.1:6390" in starts[1]
+    assert "mixtune search --address 127.0.0.1:6390" in block
+    assert "pkill -TERM -s" in block and "pkill -KILL -s" in block  # by session: nothing else is touched
+    commands = [ln.split("#")[0] for ln in block.splitlines()]
+    assert not [c for c in commands if re.search(r"\bray stop\b", c)]  # which would stop every Ray runtime
