@@ -210,6 +210,8 @@ def make_case(name: str, tmp: Path) -> tuple[list[str], str]:
         f = npz_file(d / "d.npz", cl_train=np.arange(19) % 2, y_train=None)
         return ["search", "--dataset", "npz", "--data-dir", str(f), "--labels", "given"], \
             "cl_train has 19 rows but x_train has 20 images"
+    if name == "cpus_per_trial_zero":
+        return ["search", "--cpus-per-trial", "0"], "cpus_per_trial must be > 0"
     if name == "resume_missing_search":
         return ["resume", "nope"], "no search 'nope'"
     if name == "resume_corrupt_state":
@@ -241,7 +243,7 @@ CASES = [
     "metric_without_val_split", "default_metric_without_val_split", "metric_without_test_labels",
     "mode_against_metric", "metric_not_selectable", "space_searches_data", "given_labels_missing",
     "true_labels_missing", "given_cl_out_of_range", "given_mask_all_ones", "given_row_without_cl",
-    "given_length_mismatch", "resume_missing_search",
+    "given_length_mismatch", "cpus_per_trial_zero", "resume_missing_search",
     "resume_corrupt_state", "resume_tampered_name", "cluster_yaml_schema",
 ]
 

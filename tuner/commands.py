@@ -46,7 +46,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         metric=args.metric,
         mode=args.mode,
         num_samples=args.num_samples,
-        max_concurrent=args.max_concurrent or max(1, int(cpus // args.cpus_per_trial)),
+        # a bad --cpus-per-trial is left to the checks' one line (no division by it here)
+        max_concurrent=args.max_concurrent or max(1, int(cpus // args.cpus_per_trial) if args.cpus_per_trial > 0 else 1),
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
         grace_period=args.grace_period,
