@@ -107,6 +107,9 @@ def test_interrupt_counts_finished_and_running_apart(tmp_path, ray_shutdown):
     assert results.num_terminated == 3  # what the stop line counted as done before
     assert progress.stop_text() == (" after 1/5 trials finished, 2 running (a resume runs them again from their "
                                     "last checkpoint)")
+    from tuner.progress import stop_text
+
+    assert stop_text() == progress.stop_text()  # what the driver's stop line reads (tuner/execute.py)
 
 
 # ----------------------------------------------------------------------------- item 7: exported paths

@@ -9,6 +9,7 @@ from ray import tune
 
 from tuner.selection import with_test
 
+_ACTIVE: list["Progress"] = []  # the Progress of the search running in this process (see stop_text)
 SHOWN = ("method", "k", "K", "alpha", "mix_level", "contrastive_weight", "loss", "lr")
 
 
@@ -27,6 +28,12 @@ def describe(config: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def stop_text() -> str | None:
+    """What the search running in this process had done when it stopped (`Progress.stop_text`);
+    None when no search's Progress was set up here."""
+    return _ACTIVE[0].stop_text() if _ACTIVE else None
+
+
 class Progress(tune.Callback):
     """Prints `[done/total, running] trial: metric (test_acc) — best so far (its test_acc, params)` lines."""
 
@@ -43,6 +50,10 @@ class Progress(tune.Callback):
         self.finished: set[str] = set()  # ended (completed, stopped by ASHA, failed) in this run
         self.earlier: set[str] | None = None  # ended before this run (a resumed search), seen at its first step
         self.running: set[str] = set()  # started and not ended
+
+    def setup(self, stop=None, num_samples=None, total_num_samples=None, **info):
+        # the driver's callback of the search now running (a restored search unpickles its own)
+        _ACTIVE[:] = [self]
 
     def on_step_begin(self, iteration, trials, **info):
         if self.earlier is None:
