@@ -100,3 +100,24 @@ def test_input_mixing_variants_do_mix_inputs(digits):
 def test_every_variant_learns_on_digits(digits, method, self_pairing):
     accs = [fit(cfg(method, self_pairing=self_pairing, seed=s), digits).final["test_acc"] for s in (0, 1)]
     assert sum(accs) / 2 > 0.50 and min(accs) > 0.35, accs
+
+
+def test_the_variants_are_searchable_from_a_space_file():
+    """method and self_pairing are TrainConfig fields, so a YAML space searches them like any other."""
+    import optuna
+
+    from search_spaces.yaml_space import space_from_dict
+
+    doc = {"params": {"method": {"choices": ["icm", "icm_in_batch", "icm_share_labels", "icm_share_labels_in_batch"]},
+                      "self_pairing": {"choices": [False, True]},
+                      "k": {"low": 2, "high": 100, "log": True}}}
+    space = space_from_dict(doc, "variants.yaml", allowed=TrainConfig.__dataclass_fields__)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        fixed = space(trial) or {}
+        c = TrainConfig.from_dict({**trial.params, **fixed})
+        seen.add((c.method, c.self_pairing))
+    assert len(seen) == 8  # every variant, with and without self-pairing
