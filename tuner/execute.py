@@ -174,6 +174,7 @@ def execute(settings: SearchSettings, dataset: Dataset, space: Callable, client,
     from tuner import tracking
 
     start = time.time()
+    _freeze_at_exit()
     outbox = tracking.open_outbox(settings, echo)
     try:
         try:
@@ -215,6 +216,21 @@ def execute(settings: SearchSettings, dataset: Dataset, space: Callable, client,
         return summarise(settings, results, time.time() - start, outbox, echo, stop=stop_ray if own_ray else None)
     finally:
         tracking.close_outbox(settings)
+
+
+def _freeze_at_exit() -> None:
+    """At exit, take every object out of the garbage collector's sight before Python's own clean-up.
+
+    A driver holds millions of objects (torch, torch.export, Ray, MLflow); the collections
+    Python runs while it tears its modules down walk them all, seconds after the search has
+    ended and printed everything (bench/startup.py). Frozen, they are freed by their reference
+    counts alone. Registered after Ray's own handler, so it runs first and changes nothing there.
+    """
+    import atexit
+    import gc
+
+    atexit.unregister(gc.freeze)
+    atexit.register(gc.freeze)
 
 
 def callbacks(settings: SearchSettings, echo) -> list:
