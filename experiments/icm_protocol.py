@@ -301,7 +301,8 @@ def render(proto: Protocol, features: list[str] | None) -> str:
              "only, two arms)" if ran["encoder"] else "raw-pixel and oracle clusters trained on (the in-project "
              "encoder's part did not run)") + "; fewer arms in "
              "today's setting (none, mixup, icm, the authors' label sharing, oracle ICM) and in the ladder (no "
-             "mixup); no digits ladder; " + ("the cross setting (authors' model, today's recipe) with four arms"
+             "mixup" + "".join(f"; train_fraction {tf} not run" for tf in LADDER if not any(
+                 _arm_values(proto, "ladder", a, **ladder_changes(tf)) for a in LADDER_ARMS)) + "); no digits ladder; " + ("the cross setting (authors' model, today's recipe) with four arms"
              if ran["cross"] else "no cross setting (authors' model with today's recipe): not run") + "; PC's curve with one seed and 100-200 epochs; URE-GA not rerun in Ishida's recipe. The authors' label sharing gives a self-paired anchor weight 2(1-λ) on its "
              "own CL (rows not summing to 1) and drops an anchor alone in its batch-cluster; here a self pair "
              "keeps the anchor's row and a lone anchor pairs with itself; their one λ per batch is one λ per "
