@@ -147,6 +147,8 @@ def test_sigint_then_sigkill_then_resume(tmp_path):
         d.kill_group()
     assert rc == 130, (out, err)
     assert f"continue it with: mixtune resume {folder}" in out
+    # finished and running counted apart (Tune calls a trial stopped by Ctrl-C finished)
+    assert f"stopped after 1/{n} trials finished, 1 running" in out, out
     assert err.strip().splitlines()[-1] == "mixtune: interrupted"
     _, parent, trials = mlflow_runs(tmp_path, name)
     assert [r.info.status for r in parent] == ["KILLED"]

@@ -104,9 +104,11 @@ def test_warm_start_from_a_search_and_an_exported_config(tmp_path, capsys, ray_s
     earlier = optuna.load_study(study_name=first.study_name, storage=first.study_storage)
     study = optuna.load_study(study_name=second.study_name, storage=second.study_storage)
     prior = [t for t in study.trials if WARM_TAG in t.user_attrs]
-    done_before = [t for t in earlier.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)  # PRUNED: ASHA stopped it
+    done_before = [t for t in earlier.trials if t.state in finished]
     assert len(prior) == len(done_before) == 6
     assert sorted(t.params["lr"] for t in prior) == sorted(t.params["lr"] for t in done_before)
+    assert sorted(t.state.name for t in prior) == sorted(t.state.name for t in done_before)
     own = [t for t in study.trials if WARM_TAG not in t.user_attrs]
     assert len(own) == 3
     exported = yaml.safe_load(best.read_text())

@@ -69,9 +69,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         warm_start=list(args.warm_start or []),
         warm_start_partial=args.warm_start_partial,
+        warm_start_other_data=args.warm_start_other_data,
     )
-    # read by warmstart.plan; not saved (a resumed search does not plan its warm start again)
-    settings.warm_start_other_data = args.warm_start_other_data
     outcome = run_search(settings)
     print_outcome(settings, outcome)
     return 0

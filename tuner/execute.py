@@ -264,7 +264,9 @@ def stopped(settings: SearchSettings, outbox, echo, done: int | None = None, say
     if not end_runs(outbox, status="KILLED", state="INTERRUPTED"):
         echo(f"(MLflow is unreachable: {len(outbox)} writes stay in {outbox.path}; `mixtune resume` sends them)")
     if say:
-        count = f" after {done}/{settings.num_samples} trials" if done is not None else ""
+        from tuner.progress import stop_text
+
+        count = (stop_text() or f" after {done}/{settings.num_samples} trials") if done is not None else ""
         echo(f"search {settings.name} stopped{count}; continue it with: mixtune resume {settings.folder}")
 
 

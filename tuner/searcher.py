@@ -111,7 +111,9 @@ class ResumableOptunaSearch(OptunaSearch):
         if not error and self._stopped_early(trial_id, result):
             self._tell_pruned(trial_id, result)
             return
-        if not error and result and not isinstance(self.metric, list) and trial_id not in self._completed_trials:
+        if (not error and result and not isinstance(self.metric, list) and trial_id not in self._completed_trials
+                and trial_id in self._ot_trials and isinstance(result.get("epoch"), (int, float))
+                and isinstance(result.get(self.metric), (int, float))):
             self.on_trial_result(trial_id, result)  # the last epoch too: Tune passes it here only
         if error and trial_id not in self._completed_trials and trial_id in self._ot_trials:
             from tuner.tracking import error_of

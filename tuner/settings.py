@@ -66,6 +66,7 @@ class SearchSettings:
     checkpoint_every: int = 1
     warm_start: list[str] = field(default_factory=list)  # earlier searches / exported configs to start from
     warm_start_partial: bool = False  # drop parameters the spaces do not share instead of refusing
+    warm_start_other_data: bool = False  # accept earlier searches on other data (--warm-start-other-data)
     # filled in when the search is checked: its dataset for MLflow (mlflow_meta.describe_data)
     data: dict[str, Any] | None = None
     # filled in when the search is created
