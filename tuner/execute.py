@@ -188,9 +188,6 @@ def execute(settings: SearchSettings, dataset: Dataset, space: Callable, client,
                 outbox.put({"op": "parent", "status": "RUNNING"})
             if tuner is None:  # a new search, or one stopped before Ray saved anything
                 tuner = make_tuner(settings, space, dataset, callbacks(settings, echo), points or [])
-            from tuner.summary import prewarm
-
-            prewarm()  # the summary's imports, on a thread while the trials run
             mark("fit")
             results = tuner.fit()
             mark("fit_done")

@@ -167,31 +167,6 @@ def importances(settings) -> dict[str, float]:
         return {}
 
 
-def prewarm() -> None:
-    """Import what the summary needs (torch.export, MLflow's PyTorch flavour, pandas) and fill
-    MLflow's installed-packages map, on a thread while the trials run: seconds that would
-    otherwise come after the last trial, with the user waiting (bench/startup.py)."""
-    import threading
-
-    def work() -> None:
-        try:
-            import matplotlib.pyplot  # noqa: F401
-            import mlflow.pytorch  # noqa: F401
-            import pandas  # noqa: F401
-
-            import tuner.plots  # noqa: F401
-            import torch.export  # noqa: F401
-            from mlflow.models import infer_signature  # noqa: F401
-            from mlflow.utils import requirements_utils
-
-            # what log_model's requirement check builds first (a scan of every installed package)
-            getattr(requirements_utils, "_init_modules_to_packages_map", lambda: None)()
-        except Exception:
-            pass  # only a head start: the summary imports what it needs anyway
-
-    threading.Thread(target=work, name="mixtune-summary-prewarm", daemon=True).start()
-
-
 class ModelUnavailable(RuntimeError):
     """The best trial's checkpoint cannot be read: sending the op again cannot help (not an outage)."""
 

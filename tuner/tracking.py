@@ -411,6 +411,9 @@ class MLflowTrials(tune.Callback):
         self._open(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        from tuner.prewarm import prewarm
+
+        prewarm()  # the summary's imports, on a thread, from the first result on (once)
         LIVE_TRIALS[trial.trial_id] = trial
         self._open(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
