@@ -437,7 +437,7 @@ def targets(cells) -> str:
 def asha_section(records) -> str:
     """ASHA's grace period and reduction factor, replayed exactly on the random pools."""
     settings = [(1, 2), (1, 3), (2, 2), (2, 3), (4, 2), (4, 3)]
-    out = ["## ASHA settings, replayed on the random pools (64 trials each, mean over seeds)", "",
+    out = ["## ASHA settings, replayed on the random pools (searches of 16 and of 64 trials)", "",
            "| dataset, space | " + " | ".join(f"grace {g}, factor {f}" for g, f in settings) + " |",
            "|---" * (len(settings) + 1) + "|"]
     by_cell: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -445,16 +445,19 @@ def asha_section(records) -> str:
         if strategy == "pool":
             by_cell.setdefault((dataset, space), []).append(rec)
     for key, recs in sorted(by_cell.items()):
-        cols = []
-        for g, f in settings:
-            sel, cost = [], []
-            for rec in recs:
-                p = end_point(random_asha(rec, g, f), rec["metric"], rec["mode"], rec["epochs"])
-                sel.append(p["selected"])
-                cost.append(p["cost"])
-            cols.append(f"{pm(sel)} at {statistics.fmean(cost):.0f}")
-        out.append(f"| {key[0]}, {key[1]} | " + " | ".join(cols) + " |")
-    out.append("\n(selected test accuracy at the end of the 64-trial replay, at its mean trial-epochs)")
+        for n in (16, 64):
+            cols = []
+            for g, f in settings:
+                sel, cost = [], []
+                for rec in recs:
+                    for i in range(0, len(rec["trials"]) - n + 1, n):  # searches of n trials from the pool
+                        part = {**rec, "trials": rec["trials"][i:i + n]}
+                        p = end_point(random_asha(part, g, f), rec["metric"], rec["mode"], rec["epochs"])
+                        sel.append(p["selected"])
+                        cost.append(p["cost"])
+                cols.append(f"{pm(sel)} at {statistics.fmean(cost):.0f}")
+            out.append(f"| {key[0]}, {key[1]}, {n} trials | " + " | ".join(cols) + " |")
+    out.append("\n(selected test accuracy at the end of each replayed search, at its mean trial-epochs)")
     return "\n".join(out)
 
 
