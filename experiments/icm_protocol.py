@@ -461,6 +461,21 @@ def reading(proto: Protocol) -> list[str]:
             line += f" Input-mixing ICM on oracle clusters: {100 * d_i:+.1f} ({w_i})."
         out.append(line + " The authors cluster SimSiam ResNet-18 embeddings (checkpoints not published); "
                    "how close such features come to the oracle bound decides whether ICM helps.")
+    trend = []
+    for tf in (*LADDER, 0.8):
+        n = _arm_values(proto, "ladder", "none", **ladder_changes(tf))
+        v = _arm_values(proto, "ladder", "share_in_batch", **ladder_changes(tf))
+        if n and len(n) == len(v):
+            d, w = compare([r["last"] for r in v], [r["last"] for r in n])
+            trend.append((tf, d, w))
+    if len(trend) > 1:
+        shrinks = trend[0][1] > trend[-1][1]
+        out.append("- Size: the authors' label sharing minus no mixing, last epoch, by train_fraction: "
+                   + ", ".join(f"{tf}: {100 * d:+.1f} ({w})" for tf, d, w in trend) + (
+                       ". Whatever gain there is shows on the smallest sets (where seeds vary most) and shrinks as "
+                       "rows are added: the trend gives no sign that more data (the authors' 50k rows, not "
+                       "available here) would reverse the verdict with these clusters." if shrinks else
+                       ". The gap grows with the training set: more data may favour ICM."))
     mix = _arm_values(proto, "authors", "mixup")
     if mix:
         out.append(f"- The reading matters for mixing arms: mixup's best epoch on test ({pmv([r['best_test'] for r in mix])}) "
