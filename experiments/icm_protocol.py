@@ -328,8 +328,15 @@ def render(proto: Protocol, features: list[str] | None) -> str:
         L += ["**Verdicts (2-SE rule; gaps in points; last epoch and validation-selected)**", "",
               "| claim | setting | last epoch | val-selected | best on test (authors') |", "|---|---|---|---|---|",
               *claims, ""]
-    L.append(f"Budget: {proto.train_seconds / 60:.1f} min of training in this invocation ({proto.trained} runs "
-             "trained; the rest read from the run store).")
+    stored = {}
+    for part in PARTS:
+        for c, o in proto.part_runs(part):
+            e = proto.run(c, o, train=False)
+            if e is not None:
+                stored[proto._path(c, o)] = e["seconds"]
+    L.append(f"Budget: {len(stored)} runs in this section, {sum(stored.values()) / 60:.1f} min of training in all "
+             "(wall time of one thread on the shared machine, clustering included); "
+             f"{proto.trained} trained by this invocation, the rest read from the run store.")
     L.append(MARK_END)
     return "\n".join(L)
 
@@ -345,6 +352,8 @@ def _arm_values(proto: Protocol, part: str, arm: str, **changes: Any) -> list[di
 
 
 def settings_table(proto: Protocol, part: str, claims: list[str]) -> list[str]:
+    if part == "encoder" and not proto.encoder_ran():
+        return []  # its none / mixup arms are the authors' part's
     vals = {arm: _arm_values(proto, part, arm) for arm in SETTING_ARMS[part]}
     if not any(vals.values()):
         return []
