@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import sys
 from pathlib import Path
@@ -143,39 +142,15 @@ def compare(search: Search, *, method: str | None = None, sort: str | None = Non
     import pandas as pd
 
     from trainables.core.config import field_types
-    from trainables.core.metric_table import METRICS
     from tuner import tracking
-    from tuner.compare import front_runs, search_trial_runs
+    from tuner.compare import compared_runs
     from tuner.export import parse_param
-    from tuner.selection import metric_columns
 
     with one_line_errors(argument_names()):
         settings = _settings(search, results_dir)
-        # the choices of tuner/compare.py's compare, kept as values instead of formatted text
-        if pareto and not settings.multi:
-            raise MixtuneError(f"pareto=True needs a search of several metrics; {settings.name} selects on "
-                               f"{settings.metric}")
-        sort = sort or settings.metrics[0]
-        if sort not in METRICS or not METRICS[sort].mode:
-            raise MixtuneError(f"sort={sort!r} is not a metric; use one of "
-                               f"{', '.join(m for m, s in METRICS.items() if s.mode)}")
         if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 0):
             raise MixtuneError(f"top={top!r} must be a whole number >= 0 (or None: every trial)")
-        runs = search_trial_runs(settings, tracking_uri)
-    if method:
-        runs = [r for r in runs if r.data.tags.get("method") == method]
-    if pareto:
-        runs = front_runs(settings, runs)
-    sign = -1.0 if METRICS[sort].mode == "max" else 1.0  # the best first, trials without the metric last
-
-    def key(r) -> tuple[bool, float]:
-        v = r.data.metrics.get(sort)
-        ok = v is not None and not math.isnan(v)
-        return (not ok, sign * v if ok else 0.0)
-
-    runs.sort(key=key)
-    searched = sorted({p for r in runs for p in r.data.tags.get("mixtune.searched_params", "").split(",") if p})
-    columns = [m for m in metric_columns(str(settings.metric)) if any(m in r.data.metrics for r in runs)]
+        runs, sort, searched, columns = compared_runs(settings, tracking_uri, method, sort, pareto)
     types = field_types()
     records = []
     for r in runs[:top]:

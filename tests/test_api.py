@@ -163,7 +163,7 @@ def test_readme_example(tmp_path, monkeypatch, capsys, ray_shutdown):
     assert len(said) == 1 and said[0].startswith(f"search {result.name} has finished (4 trials, 0 failed)")
 
     # a bad argument on the finished search: one line naming it
-    assert one_line_error(mixtune.compare, result, sort="bogus").startswith("sort='bogus' is not a metric")
+    assert one_line_error(mixtune.compare, result, sort="bogus").startswith("sort 'bogus' is not a metric")
     assert one_line_error(mixtune.export_best, result, "x.yaml", trial="nope").startswith(
         f"search {result.name} has no finished trial 'nope'")
     assert not ray.is_initialized()

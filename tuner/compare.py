@@ -88,10 +88,10 @@ def front_runs(settings: SearchSettings, runs: list) -> list:
     return [x["run"] for x in pareto_front(full or rows, settings.metrics, settings.modes)]
 
 
-def compare(folder: Path, tracking_uri: str | None = None, method: str | None = None, sort: str | None = None,
-            top: int = 10, pareto: bool = False) -> str:
-    """The top trials as a table; `pareto`: only the Pareto front of a search of several metrics."""
-    settings = SearchSettings.load(folder)
+def compared_runs(settings: SearchSettings, tracking_uri: str | None = None, method: str | None = None,
+                  sort: str | None = None, pareto: bool = False) -> tuple[list, str, list[str], list[str]]:
+    """(runs best first, the sort metric, searched parameters, metric columns): what `compare`
+    shows, as values; the CLI's table and the Python API's DataFrame both read it."""
     if pareto and not settings.multi:
         raise SearchError(f"--pareto needs a search of several metrics; {settings.name} selects on {settings.metric}")
     sort = sort or settings.metrics[0]
@@ -114,6 +114,14 @@ def compare(folder: Path, tracking_uri: str | None = None, method: str | None = 
     searched = sorted({p for r in runs for p in r.data.tags.get("mixtune.searched_params", "").split(",") if p})
     # the selection metric first, then the others any trial reported (a metric no trial has is no column)
     columns = [m for m in metric_columns(settings.metric) if any(m in r.data.metrics for r in runs)]
+    return runs, sort, searched, columns
+
+
+def compare(folder: Path, tracking_uri: str | None = None, method: str | None = None, sort: str | None = None,
+            top: int = 10, pareto: bool = False) -> str:
+    """The top trials as a table; `pareto`: only the Pareto front of a search of several metrics."""
+    settings = SearchSettings.load(folder)
+    runs, sort, searched, columns = compared_runs(settings, tracking_uri, method, sort, pareto)
     header = ["trial", "state", *searched, *columns]
     selected = {sort, *settings.metrics}
     rows = [header]
