@@ -128,3 +128,17 @@ def test_layering_search_spaces_import_nothing_of_ours():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['trainables'] False"
+
+
+@pytest.mark.parametrize("dataset, offered", [("digits", False), ("mnist", True)])
+def test_a_search_offers_cutmix_only_on_images_it_can_cut(dataset, offered, tmp_path):
+    """The checked search's space knows the data's image side: 8x8 digits get no CutMix, 28x28 MNIST does."""
+    from tests.conftest import MNIST_DIR
+    from tuner.checks import check_search
+
+    extra = {"data_dir": str(MNIST_DIR)} if dataset == "mnist" else {}
+    base = TrainConfig(dataset=dataset, labels="complementary", epochs=2, **extra).to_dict()
+    settings = SearchSettings(name="cut", space="all", base=base, results_dir=str(tmp_path),
+                              tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    levels = {p.get("mix_level") for p in sample(check_search(settings).space, n=80)}
+    assert ("cutmix" in levels) == offered and {"input", "manifold"} <= levels

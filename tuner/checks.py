@@ -134,7 +134,8 @@ def check_search(settings: SearchSettings) -> CheckedSearch:
     small = small_validation_note(len(split.val_index), len(train_rows), base.val_fraction)
     if small:
         notes.append(small)
-    space = build_space(settings, n_train=len(train_rows), num_classes=dataset.num_classes)
+    space = build_space(settings, n_train=len(train_rows), num_classes=dataset.num_classes,
+                        min_side=int(min(dataset.x_train.shape[-2:])))  # (N, C, H, W); tabular (N, 1, 1, D)
     if pinned_note(settings):  # values the user's flags fixed in place of the space's
         notes.append(pinned_note(settings))
     warm = None

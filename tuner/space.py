@@ -125,13 +125,18 @@ def pinned_note(settings: SearchSettings) -> str | None:
            "your value holds in every trial)"
 
 
-def build_space(settings: SearchSettings, n_train: int, num_classes: int | None = None) -> Callable:
+def build_space(settings: SearchSettings, n_train: int, num_classes: int | None = None,
+                min_side: int | None = None) -> Callable:
     """The define-by-run function, validated by a dry run against TrainConfig.
+
+    min_side: the images' shorter side (1 for tabular rows): the presets offer CutMix only
+    where it can cut a box (16 pixels or more); None, unknown: not offered.
 
     Values pinned by flags (`space_doc["pinned"]`) are taken out of the space; the state's
     document is narrowed to the parameters the space searches.
     """
-    ctx = SpaceContext(labels=settings.base.get("labels", "complementary"), max_k=max(2, n_train // 2))
+    ctx = SpaceContext(labels=settings.base.get("labels", "complementary"), max_k=max(2, n_train // 2),
+                       min_side=min_side)
     doc = settings.space_doc
     if doc is not None and not (isinstance(doc, dict) and "preset" in doc):
         doc = {k: v for k, v in doc.items() if k != "pinned"} if isinstance(doc, dict) else doc
