@@ -86,12 +86,17 @@ CONTEXT = {
 }
 
 
+KEPT_SECTIONS = ((SELECTION_START, SELECTION_END),  # experiments/selection.py's
+                 ("<!-- icm-protocol:start -->", "<!-- icm-protocol:end -->"))  # experiments/icm_protocol.py's
+
+
 def selection_block(old: str) -> str | None:
-    """The selection section of an earlier results.md (markers included), or None."""
-    if SELECTION_START in old and SELECTION_END in old:
-        head, rest = old.split(SELECTION_START, 1)
-        return SELECTION_START + rest.split(SELECTION_END, 1)[0] + SELECTION_END
-    return None
+    """The sections other commands write into results.md (markers included), or None: kept as they are."""
+    blocks = []
+    for start, end in KEPT_SECTIONS:
+        if start in old and end in old:
+            blocks.append(start + old.split(start, 1)[1].split(end, 1)[0] + end)
+    return "\n\n".join(blocks) or None
 
 
 def command_line(profile: Profile, only: list[str] | None) -> str:

@@ -19,6 +19,7 @@ from experiments.suites import noise_and_purity
 from trainables.core.fit import prepare
 
 SELECTION = "<!-- selection:start -->\n## How well a search selects\n\nkept text 12345\n<!-- selection:end -->"
+PROTOCOL = "<!-- icm-protocol:start -->\n## ICM as its authors ran it\n\nkept text 67890\n<!-- icm-protocol:end -->"
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +34,7 @@ def test_quick_mode_writes_the_report(tmp_path):
     out = tmp_path / "docs"
     out.mkdir()
     # an earlier report holding the section experiments.selection owns: it must survive
-    (out / "results.md").write_text("# old report\n\nold text\n\n" + SELECTION + "\n")
+    (out / "results.md").write_text("# old report\n\nold text\n\n" + SELECTION + "\n\n" + PROTOCOL + "\n")
     args = ["--quick", "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
     assert main(args) == 0
     text = (out / "results.md").read_text()
@@ -77,6 +78,7 @@ def test_quick_mode_writes_the_report(tmp_path):
         assert f"]({png})" in text
     # the selection section is carried over, once, and the old report's own text is gone
     assert text.count("<!-- selection:start -->") == 1 and "kept text 12345" in text and "old text" not in text
+    assert text.count("<!-- icm-protocol:start -->") == 1 and "kept text 67890" in text  # issue 22's section too
     runs = json.loads((out / "results.json").read_text())
     assert runs["profile"]["name"] == "quick" and len(runs["runs"]) > 10
     assert all(0.0 <= r["final"]["test_acc"] <= 1.0 for r in runs["runs"])
