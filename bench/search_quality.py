@@ -558,8 +558,11 @@ def plot(cells, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     keys = sorted(cells)
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    cols = 2
+    rows_n = (len(keys) + cols - 1) // cols
+    fig, axes = plt.subplots(rows_n, cols, figsize=(11, 3.8 * rows_n), squeeze=False)
+    colours = {name: f"C{i}" for i, name in enumerate(STRATEGIES)}  # one colour per strategy in every panel
+    for ax, key in zip(axes.flat, keys):
         cell = cells[key]
         for strategy in STRATEGIES:
             rows = table_rows(cell, strategy)
@@ -568,14 +571,18 @@ def plot(cells, path: Path) -> None:
             xs = [r["budget"] for r in rows]
             ms = [statistics.fmean(r["selected"]) * 100 for r in rows]
             ss = [(statistics.stdev(r["selected"]) * 100 if len(r["selected"]) > 1 else 0) for r in rows]
-            ax.errorbar(xs, ms, yerr=ss, label=LABELS[strategy], capsize=2, marker="o", ms=3)
+            ax.errorbar(xs, ms, yerr=ss, label=LABELS[strategy], color=colours[strategy], capsize=2, marker="o",
+                        ms=3, alpha=0.85)
         ax.set_xscale("log")
-        ax.set_title(f"{key[0]}, {key[1]}")
-        ax.set_xlabel("trial-epochs")
-        ax.set_ylabel("selected test accuracy (%)")
+        ax.set_title(f"{key[0]}, space {key[1]} (mean ± std over seeds)")
+        ax.set_xlabel("trial-epochs (compute paid)")
+        ax.set_ylabel("selected trial's test accuracy (%)")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    handles = {h.get_label(): h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]}
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=3, fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 
