@@ -23,7 +23,7 @@ from typing import Any
 
 from mixtune.errors import MixtuneError
 from trainables.core.config import TrainConfig, field_types
-from tuner.settings import SearchSettings, default_name
+from tuner.settings import SearchSettings, default_max_concurrent, default_name
 
 # SearchSettings fields a search fills in itself (or takes as `space=` / `config=`)
 INTERNAL = ("space", "base", "space_doc", "data", "parent_run_id", "experiment_id", "created")
@@ -132,9 +132,7 @@ def build_settings(space: str | os.PathLike, config: Any, options: dict[str, Any
     other_data = search.pop("warm_start_other_data", False)
     if "max_concurrent" not in search:  # the CLI's default: as many trials as the CPUs hold
         per_trial = search.get("cpus_per_trial", SearchSettings.__dataclass_fields__["cpus_per_trial"].default)
-        if per_trial > 0:  # else the checks say what is wrong with it
-            cpus = search.get("num_cpus") or os.cpu_count() or 1
-            search["max_concurrent"] = max(1, int(cpus // per_trial))
+        search["max_concurrent"] = default_max_concurrent(search.get("num_cpus"), per_trial)
     name = search.pop("name", None) or default_name(space, base)
     settings = SearchSettings(name=name, space=space, space_doc=space_doc, base=base, **search)
     settings.warm_start_other_data = other_data  # read by warmstart.plan (as cmd_search sets it)

@@ -27,7 +27,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- search
 def cmd_search(args: argparse.Namespace) -> int:
     from tuner.execute import run_search
-    from tuner.settings import SearchSettings, default_name
+    from tuner.settings import SearchSettings, default_max_concurrent, default_name
     from tuner.space import load_space_file, with_flags
     from tuner.summary_text import print_outcome
 
@@ -37,7 +37,6 @@ def cmd_search(args: argparse.Namespace) -> int:
         space_doc, _ = load_space_file(args.space)  # a bad file fails here, in one line
     # values given as flags win over the space: those it searches are pinned (tuner/space.py)
     space_doc = with_flags(space_doc, args.space, {k[4:]: base[k[4:]] for k in vars(args) if k.startswith("cfg.")})
-    cpus = args.num_cpus or os.cpu_count() or 1
     settings = SearchSettings(
         name=args.name or default_name(args.space, base),
         space=args.space,
@@ -46,8 +45,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         metric=args.metric,
         mode=args.mode,
         num_samples=args.num_samples,
-        # a bad --cpus-per-trial is left to the checks' one line (no division by it here)
-        max_concurrent=args.max_concurrent or max(1, int(cpus // args.cpus_per_trial) if args.cpus_per_trial > 0 else 1),
+        max_concurrent=args.max_concurrent or default_max_concurrent(args.num_cpus, args.cpus_per_trial),
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
         grace_period=args.grace_period,

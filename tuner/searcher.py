@@ -108,12 +108,11 @@ class ResumableOptunaSearch(OptunaSearch):
             self._completed_trials.add(trial_id)  # told already (a race with a restore): keep that
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if not error and self._stopped_early(trial_id, result):
-            self._tell_pruned(trial_id, result)
+        epoch = None if error else self._last_epoch(trial_id, result)
+        if epoch is not None and self.record_pruned and self.max_t and epoch < self.max_t:
+            self._tell_pruned(trial_id, result)  # ASHA stopped it before its last epoch
             return
-        if (not error and result and not isinstance(self.metric, list) and trial_id not in self._completed_trials
-                and trial_id in self._ot_trials and isinstance(result.get("epoch"), (int, float))
-                and isinstance(result.get(self.metric), (int, float))):
+        if epoch is not None:
             self.on_trial_result(trial_id, result)  # the last epoch too: Tune passes it here only
         if error and trial_id not in self._completed_trials and trial_id in self._ot_trials:
             from tuner.tracking import error_of
@@ -125,15 +124,18 @@ class ResumableOptunaSearch(OptunaSearch):
                 pass
         super().on_trial_complete(trial_id, result=result, error=error)
 
-    def _stopped_early(self, trial_id: str, result: dict | None) -> bool:
-        """A single-objective trial that ended, without error, before its last epoch: ASHA stopped it."""
-        if not (self.record_pruned and self.max_t and result) or isinstance(self.metric, list):
-            return False  # Optuna has no intermediate values for several objectives
+    def _last_epoch(self, trial_id: str, result: dict | None) -> float | None:
+        """The epoch of a single-objective trial's last result, when it carries a finite value of
+        the metric and the study has not been told the trial's end; else None (Optuna has no
+        intermediate values for several objectives)."""
+        if not result or isinstance(self.metric, list):
+            return None
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
-            return False
+            return None
         epoch, value = result.get("epoch"), result.get(self.metric)
-        return (isinstance(epoch, (int, float)) and epoch < self.max_t
-                and isinstance(value, (int, float)) and math.isfinite(value))
+        if isinstance(epoch, (int, float)) and isinstance(value, (int, float)) and math.isfinite(value):
+            return epoch
+        return None
 
     def _tell_pruned(self, trial_id: str, result: dict) -> None:
         """PRUNED, with the value of the epoch it was stopped at as its last intermediate value

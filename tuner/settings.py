@@ -159,6 +159,13 @@ SAMPLERS = ("tpe", "gp", "random")
 SCHEDULERS = ("asha", "none")
 
 
+def default_max_concurrent(num_cpus: int | None, cpus_per_trial: float) -> int:
+    """As many trials at once as the CPUs hold (all of this machine's when num_cpus is None); 1 for
+    a cpus_per_trial that is not positive, which the checks then refuse in one line."""
+    cpus = num_cpus or os.cpu_count() or 1
+    return max(1, int(cpus // cpus_per_trial)) if cpus_per_trial > 0 else 1
+
+
 def startup_for(num_samples: int) -> int:
     """A quarter of the trials, at least 3 and at most Optuna's default of 10."""
     return max(3, min(10, num_samples // 4))
