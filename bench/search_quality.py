@@ -64,6 +64,7 @@ STRATEGIES: dict[str, dict[str, Any] | None] = {
     "noliar16": {"num_samples": 16, "constant_liar": False},
     "tpe_noes": {"num_samples": 24, "scheduler": "none"},
     "gp_noes": {"num_samples": 24, "sampler": "gp", "scheduler": "none"},
+    "grace4": {"num_samples": 64, "grace_period": 4},  # a candidate against the default's failure at 64 trials
     "random_noes": None,
     "random_asha": None,
 }
@@ -76,6 +77,7 @@ LABELS = {
     "noliar16": "default, 16 trials, but no constant liar",
     "tpe_noes": "TPE, no early stopping",
     "gp_noes": "GP (Optuna GPSampler), no early stopping",
+    "grace4": "default, 64 trials, but ASHA grace 4 epochs",
     "random_noes": "random, no early stopping",
     "random_asha": "random + ASHA",
 }
