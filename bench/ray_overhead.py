@@ -109,7 +109,7 @@ def run_search(kind: str, trials: int, dataset, base: dict, root: Path) -> dict:
     else:
         trainable = tune.with_parameters(train_trial, dataset=dataset, base=base, checkpoint_every=1)
     if kind == "real":
-        from tuner import tracking
+        from tuner.tracking import callback as tracking
 
         uri = f"sqlite:///{root / 'mlflow.db'}"
         client = tracking.client(uri)
@@ -196,7 +196,7 @@ def main() -> None:
         cache_dir=str(root / "cache"),
     ).to_dict()
     dataset = load_dataset(TrainConfig.from_dict(base))
-    # the same worker set-up hook as `mixtune search` (tuner/assembly.py start_ray): workers import
+    # the same worker set-up hook as `mixtune search` (tuner/execution/assembly.py start_ray): workers import
     # torch and the core when they start rather than inside their first trial
     ray.init(num_cpus=a.num_cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
              runtime_env={"worker_process_setup_hook": "trainables.trainable.warm_worker"})

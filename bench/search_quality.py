@@ -114,8 +114,8 @@ def run_search_record(strategy: str, dataset: str, space: str, seed: int, trials
     """One real search (in this process), returned as a record of every trial's epochs."""
     import optuna
 
-    from tuner.execute import run_search
-    from tuner.searcher import RAY_TRIAL_ATTR
+    from tuner.execution.execute import run_search
+    from tuner.search.searcher import RAY_TRIAL_ATTR
 
     settings = settings_for(work, strategy, dataset, space, seed, trials)
     t0 = time.time()
@@ -147,7 +147,7 @@ def run_pool(dataset: str, space: str, seed: int, trials: int) -> dict[str, Any]
 
     from trainables.core.fit import fit, prepare, resolve_device
     from trainables.trainable import trial_config
-    from tuner.checks import check_search
+    from tuner.execution.checks import check_search
 
     torch.set_num_threads(1)
     settings = settings_for(Path(tempfile.mkdtemp(prefix="mixtune-pool-")), "default", dataset, space, seed, trials)
@@ -204,8 +204,8 @@ def random_asha(pool: dict[str, Any], grace: int = 2, factor: int = 3) -> list[d
 
 # ----------------------------------------------------------------------------- reading a search
 def select(done: list[dict[str, Any]], metric: str, mode: str, epochs: int) -> dict[str, Any] | None:
-    """The trial mixtune would return: `tuner.selection.pick_best` on the validation metric."""
-    from tuner.selection import pick_best
+    """The trial mixtune would return: `tuner.report.selection.pick_best` on the validation metric."""
+    from tuner.report.selection import pick_best
 
     rows = [{"error": None, "trial": t, "metrics": {metric: t["val"][-1], "epoch": t["epochs"]}} for t in done]
     best = pick_best(rows, metric, mode, epochs)

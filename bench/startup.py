@@ -17,7 +17,7 @@ alternate the sides so the machine's load hits them alike):
 
 The trial's times come from Ray's `result.json` of each trial (the file's write time for the
 last result, `time_this_iter_s` for the first epoch's start). This tree's driver also writes its
-own phase marks (`MIXTUNE_PHASES`, see `tuner/execute.py`): they are printed as `phases`,
+own phase marks (`MIXTUNE_PHASES`, see `tuner/execution/execute.py`): they are printed as `phases`,
 seconds from process start, so a regression shows where it is.
 """
 

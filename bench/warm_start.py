@@ -45,7 +45,7 @@ def values(settings) -> list[float]:
     """The search's own trials' objective values, in the order they were proposed."""
     import optuna
 
-    from tuner.warmstart import WARM_TAG
+    from tuner.search.warmstart import WARM_TAG
 
     study = optuna.load_study(study_name=settings.study_name, storage=settings.study_storage)
     own = [t for t in study.trials if WARM_TAG not in t.user_attrs and t.value is not None]

@@ -1,8 +1,8 @@
 """The API's functions: search, resume, load, compare, export_best, fit.
 
 Each calls what the matching `mixtune` command calls (tuner/commands.py): `search` builds
-the SearchSettings `mixtune search` builds and runs `tuner.execute.run_search`; `resume`
-runs `resume_search`; `export_best` is `tuner.export.export_best`; `fit` is the core's
+the SearchSettings `mixtune search` builds and runs `tuner.execution.execute.run_search`; `resume`
+runs `resume_search`; `export_best` is `tuner.report.export.export_best`; `fit` is the core's
 `fit` after the data is loaded, as `mixtune train` does. What the CLI prints goes through
 an echo: quiet by default (the lines are kept in `result.messages` and logged to the
 `mixtune` logger at INFO), printed with `verbose=True`, or handed to `verbose=callable`.
@@ -78,7 +78,7 @@ def search(space: str | os.PathLike = "all", *, config: TrainConfig | dict | str
     runs one already (`ray.init` before: the search uses it and leaves it running).
     Bad arguments raise `MixtuneError` (one line) before anything is created or started.
     """
-    from tuner.execute import run_search
+    from tuner.execution.execute import run_search
 
     lines: list[str] = []
     echo = _echo(verbose, lines)
@@ -101,7 +101,7 @@ def _say_stopped(settings: SearchSettings, verbose: Verbose) -> None:
 
 def resume(search: Search, *, results_dir: str | os.PathLike = RESULTS_DIR, verbose: Verbose = False) -> SearchResult:
     """Continue a search whose driver stopped, as `mixtune resume`; a finished one is only read back."""
-    from tuner.execute import resume_search
+    from tuner.execution.execute import resume_search
 
     lines: list[str] = []
     echo = _echo(verbose, lines)
@@ -119,7 +119,7 @@ def resume(search: Search, *, results_dir: str | os.PathLike = RESULTS_DIR, verb
 
 def load(search: Search, *, results_dir: str | os.PathLike = RESULTS_DIR) -> SearchResult:
     """A finished search's result, read from its folder (no Ray runtime, nothing written)."""
-    from tuner.execute import finished
+    from tuner.execution.execute import finished
 
     with one_line_errors(argument_names()):
         settings = _settings(search, results_dir)
@@ -142,9 +142,9 @@ def compare(search: Search, *, method: str | None = None, sort: str | None = Non
     import pandas as pd
 
     from trainables.core.config import field_types
-    from tuner import tracking
-    from tuner.compare import compared_runs
-    from tuner.export import parse_param
+    from tuner.tracking import callback as tracking
+    from tuner.report.compare import compared_runs
+    from tuner.report.export import parse_param
 
     with one_line_errors(argument_names()):
         settings = _settings(search, results_dir)
@@ -175,7 +175,7 @@ def export_best(search: Search, path: str | os.PathLike, *, source: str = "mlflo
     the best first metric among those within this distance of the best second one.
     Paths in the config (data_dir, cache_dir) are written absolute.
     """
-    from tuner.export import export_best as export
+    from tuner.report.export import export_best as export
 
     with one_line_errors(argument_names()):
         if source not in ("mlflow", "ray"):

@@ -117,7 +117,7 @@ def train_config(config: Any, changes: dict[str, Any]) -> TrainConfig:
 
 def build_settings(space: str | os.PathLike, config: Any, options: dict[str, Any]) -> SearchSettings:
     """The SearchSettings `mixtune search` builds from the same flags (tuner/commands.py, cmd_search)."""
-    from tuner.space import load_space_file, with_flags
+    from tuner.search.space import load_space_file, with_flags
 
     if not isinstance(space, (str, os.PathLike)):
         raise MixtuneError(f"space must be a preset name or a YAML file's path, not {type(space).__name__}")
@@ -127,7 +127,7 @@ def build_settings(space: str | os.PathLike, config: Any, options: dict[str, Any
     space_doc = None
     if space.endswith((".yaml", ".yml")) or os.path.sep in space:
         space_doc, _ = load_space_file(space)  # a bad file fails here, in one line
-    # fixed values win over the space: those it searches are pinned (tuner/space.py)
+    # fixed values win over the space: those it searches are pinned (tuner/search/space.py)
     space_doc = with_flags(space_doc, space, {k: base[k] for k in fixed})
     other_data = search.pop("warm_start_other_data", False)
     if "max_concurrent" not in search:  # the CLI's default: as many trials as the CPUs hold

@@ -1,10 +1,10 @@
 """`SearchResult`: a finished search as a notebook reads it: trials as a DataFrame, the best config.
 
-Built from what the search's own summary computed (`tuner.execute.SearchOutcome`), or, for
+Built from what the search's own summary computed (`tuner.execution.execute.SearchOutcome`), or, for
 a search that finished earlier, from its folder: Ray's saved results read back into the
-same trial rows (`tuner.summary.trial_rows`), and the best picked by the same rule
-(`tuner.selection.pick_best`, `tuner.execute.front_of`). The trial table is the one the
-search logs on its MLflow parent run (`tuner.mlflow_meta.trial_table`), with every other
+same trial rows (`tuner.report.summary.trial_rows`), and the best picked by the same rule
+(`tuner.report.selection.pick_best`, `tuner.execution.execute.front_of`). The trial table is the one the
+search logs on its MLflow parent run (`tuner.tracking.mlflow_meta.trial_table`), with every other
 metric the trials reported beside it.
 """
 
@@ -76,7 +76,7 @@ def best_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 def _run_ids(settings: SearchSettings) -> dict[str, tuple[str, str]]:
     """Trial id -> (MLflow run id, run name); empty when MLflow cannot be reached now (the ids are extras)."""
-    from tuner import tracking
+    from tuner.tracking import callback as tracking
     from tuner.errors import UserError
 
     try:
@@ -92,8 +92,8 @@ def trials_frame(settings: SearchSettings, rows: list[dict[str, Any]]) -> pd.Dat
     """The parent run's trial table as a DataFrame, with the other metrics and each failed trial's error."""
     import pandas as pd
 
-    from tuner.mlflow_meta import trial_table
-    from tuner.selection import metric_columns
+    from tuner.tracking.mlflow_meta import trial_table
+    from tuner.report.selection import metric_columns
 
     table = trial_table(rows, settings.base, settings.metrics, settings.modes, _run_ids(settings))
     by_id = {r["trial_id"]: r for r in rows}
@@ -134,7 +134,7 @@ def from_rows(settings: SearchSettings, rows: list[dict[str, Any]], best: dict[s
 
 def from_outcome(settings: SearchSettings, outcome, messages: list[str], echo) -> SearchResult:
     """The result of a search this process ran (or resumed), and the CLI's summary as lines."""
-    from tuner.summary_text import print_outcome
+    from tuner.report.summary_text import print_outcome
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):  # print_outcome prints; here its lines go through echo
@@ -149,9 +149,9 @@ def from_folder(settings: SearchSettings, messages: list[str]) -> SearchResult:
     """The result of a finished search, read back from Ray's saved results (no Ray runtime needed)."""
     from ray.tune import ExperimentAnalysis, ResultGrid
 
-    from tuner.execute import front_of
-    from tuner.selection import pick_best
-    from tuner.summary import trial_rows
+    from tuner.execution.execute import front_of
+    from tuner.report.selection import pick_best
+    from tuner.report.summary import trial_rows
 
     rows = trial_rows(ResultGrid(ExperimentAnalysis(settings.experiment_path)))
     if settings.multi:

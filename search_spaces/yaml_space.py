@@ -12,7 +12,7 @@
 A parameter is categorical (`choices`), integer (int `low`/`high`, or `type: int`) or float.
 `when` makes it conditional on earlier parameters (a value or a list of values). Every
 mistake is a SpaceError naming the file and the parameter, raised before any trial runs.
-Reading the file is the tuner's job (`tuner.space.load_space_file`): this package only
+Reading the file is the tuner's job (`tuner.search.space.load_space_file`): this package only
 describes spaces.
 """
 

@@ -29,7 +29,7 @@ import importlib.abc, importlib.machinery, os, signal, sys
 
 class _KillAfterEarlyStop(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name != "tuner.progress":
+        if name != "tuner.report.progress":
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         run = spec.loader.exec_module

@@ -295,7 +295,7 @@ def test_unreachable_tracking_uri_fails_fast(tmp_path, monkeypatch, capsys):
         server.bind(("127.0.0.1", 0))
         server.listen(1)
         port = server.getsockname()[1]
-        from tuner import tracking
+        from tuner.tracking import callback as tracking
 
         t0 = time.monotonic()
         with pytest.raises(tracking.TrackingError, match="is unreachable"):

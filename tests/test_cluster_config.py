@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tuner.cli import main
-from tuner.cluster import ClusterConfigError, all_problems, check_cluster_config, check_cluster_file
+from tuner.cluster.config_check import ClusterConfigError, all_problems, check_cluster_config, check_cluster_file
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ["cluster.yaml", "cluster-local.yaml"]
@@ -226,7 +226,7 @@ def test_not_a_mapping_and_missing_file_fail(tmp_path):
 def test_shipped_commands_are_valid_bash(name):
     import subprocess
 
-    from tuner.cluster import shell_commands
+    from tuner.cluster.config_check import shell_commands
 
     config = yaml.safe_load((ROOT / name).read_text())
     for where, cmd in shell_commands(config):

@@ -18,7 +18,7 @@ import optuna
 import pytest
 
 from tests.conftest import free_port, wait_http
-from tuner import summary_text
+from tuner.report import summary_text
 from tuner.cli import main
 from tuner.settings import SearchSettings
 

@@ -24,10 +24,50 @@ def imports_of(path: Path) -> set[str]:
     return out
 
 
+def module_names(package: str) -> dict[str, Path]:
+    """Dotted names (below the package) of its modules, sub-packages' included: {"report.summary": path}."""
+    base = ROOT / package
+    out = {}
+    for path in base.rglob("*.py"):
+        rel = path.relative_to(base).with_suffix("")
+        parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+        if parts:
+            out[".".join(parts)] = path
+    return out
+
+
 def package_graph(package: str) -> dict[str, set[str]]:
-    mods = {p.stem for p in (ROOT / package).glob("*.py") if p.stem != "__init__"}
-    return {m: {i.split(".")[1] for i in imports_of(ROOT / package / f"{m}.py")
-                if i.startswith(f"{package}.") and i.split(".")[1] in mods} - {m} for m in mods}
+    """Module -> the package's modules it imports (`from tuner.report import summary` is an edge to
+    report.summary and to report's `__init__`, which imports nothing)."""
+    mods = module_names(package)
+    graph = {}
+    for m, path in mods.items():
+        deps = set()
+        for name in imports_of(path):
+            if not name.startswith(f"{package}."):
+                continue
+            rest = name[len(package) + 1:]
+            while rest and rest not in mods:  # `tuner.report.summary.log_summary` -> report.summary
+                rest = rest.rpartition(".")[0]
+            if rest:
+                deps.add(rest)
+        graph[m] = deps - {m}
+    return graph
+
+
+# tuner's sub-packages bottom-up: a module imports only modules of its own layer or of those below it.
+# The modules at tuner/'s top level are the base (errors, faults, settings) and the CLI on top.
+LAYERS = ["base", "tracking", "search", "schedulers", "report", "execution", "cluster", "cli"]
+BASE = {"errors", "faults", "settings"}
+CLI = {"cli", "commands", "flags", "train"}
+SUB_PACKAGES = {"tracking", "search", "schedulers", "report", "execution", "cluster"}
+
+
+def layer_of(module: str) -> str:
+    head = module.split(".")[0]
+    if "." in module or head in SUB_PACKAGES:
+        return head
+    return "base" if head in BASE else "cli" if head in CLI else f"unplaced:{head}"
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -60,10 +100,22 @@ def test_find_cycle_finds_one():
 
 def test_tuner_has_no_import_circle():
     graph = package_graph("tuner")
-    assert len(graph) > 10
+    assert len(graph) > 30 and "report.summary" in graph and "tracking.callback" in graph
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
     # the CLI sits on top: nothing imports it
     assert not [m for m, deps in graph.items() if "cli" in deps]
+
+
+def test_tuner_sub_packages_are_layered():
+    """Each module imports only those of its own layer or below: the sub-packages show the architecture."""
+    graph = package_graph("tuner")
+    unplaced = sorted(m for m in graph if layer_of(m).startswith("unplaced"))
+    assert not unplaced, f"modules in no layer: {unplaced} (add them to LAYERS, BASE or CLI)"
+    upward = [f"{m} ({layer_of(m)}) imports {d} ({layer_of(d)})" for m, deps in sorted(graph.items())
+              for d in sorted(deps) if LAYERS.index(layer_of(d)) > LAYERS.index(layer_of(m))]
+    assert not upward, "\n".join(upward)
+    # the test itself can fail: an upward edge is caught
+    assert LAYERS.index(layer_of("execution.execute")) > LAYERS.index(layer_of("tracking.callback"))
 
 
 def test_core_has_no_import_circle_and_no_search_stack():

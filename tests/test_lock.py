@@ -19,7 +19,7 @@ from tuner.settings import SearchSettings
 
 HOLD = """
 import sys, time
-from tuner.lock import search_lock
+from tuner.execution.lock import search_lock
 with search_lock(sys.argv[1], "resume"):
     print("locked", flush=True)
     time.sleep(600)

@@ -25,8 +25,9 @@ from fault_tools import search_runs
 from trainables.core.config import TrainConfig
 from trainables.core.data import load_dataset
 from trainables.core.split import split_and_label
-from tuner import mlflow_meta, tracking
-from tuner.mlflow_meta import dataset_record, describe_data, run_name, runs_link, trial_table
+from tuner.tracking import mlflow_meta
+from tuner.tracking import callback as tracking
+from tuner.tracking.mlflow_meta import dataset_record, describe_data, run_name, runs_link, trial_table
 from tuner.settings import SearchSettings
 
 DIGITS_SEARCHED = {"method": "icm", "k": 45, "alpha": 0.2626, "loss": "fwd", "mix_level": "manifold",
@@ -75,7 +76,7 @@ def test_dataset_is_an_mlflow_dataset(tmp_path):
     import mlflow.data
     from mlflow.types.schema import Schema
 
-    from tuner.mlflow_dataset import dataset_input
+    from tuner.tracking.mlflow_dataset import dataset_input
 
     cfg, data = data_of()
     entity = dataset_input(dataset_record(data, cfg.to_dict())).dataset

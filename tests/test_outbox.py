@@ -15,7 +15,7 @@ from fault_tools import search_runs
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from tuner.outbox import Outbox, is_outage, pending
+from tuner.tracking.outbox import Outbox, is_outage, pending
 
 
 class Server:
@@ -44,7 +44,7 @@ def test_outage_kind():
 
 
 def test_ops_are_sent_in_order_through_an_outage(tmp_path, monkeypatch):
-    import tuner.outbox as outbox
+    import tuner.tracking.outbox as outbox
 
     monkeypatch.setattr(outbox, "MAX_PAUSE", 0.05)
     lines = []
@@ -90,7 +90,7 @@ def test_pending_skips_acknowledged_ops(tmp_path):
 
 def test_writer_ops_sent_twice_change_nothing(tmp_path):
     """After an outage or a killed driver an op may be sent again: one run, each epoch once."""
-    from tuner import tracking
+    from tuner.tracking import callback as tracking
     from tuner.settings import SearchSettings
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -116,7 +116,7 @@ def test_writer_ops_sent_twice_change_nothing(tmp_path):
 
 
 def _asha(journal):
-    from tuner.scheduler import JournaledASHA
+    from tuner.schedulers.asha import JournaledASHA
 
     s = JournaledASHA(journal=str(journal), time_attr="epoch", max_t=4, grace_period=1, reduction_factor=2)
     s.set_search_properties("val_scel", "min")
@@ -126,7 +126,7 @@ def _asha(journal):
 def test_journal_replay_rebuilds_the_rungs_and_the_stops(tmp_path):
     from ray.tune.schedulers import TrialScheduler
 
-    from tuner.scheduler import keep_trials
+    from tuner.schedulers.asha import keep_trials
 
     journal = tmp_path / "asha.jsonl"
     first = _asha(journal)
@@ -212,7 +212,7 @@ def test_drain_returns_when_the_sender_thread_died(tmp_path):
 def test_drain_honours_its_limit_while_the_server_is_down(tmp_path, monkeypatch):
     import time
 
-    import tuner.outbox as outbox
+    import tuner.tracking.outbox as outbox
 
     monkeypatch.setattr(outbox, "MAX_PAUSE", 0.05)
     box = Outbox(tmp_path / "o.jsonl", Server(down=10**9), where="http://x", echo=_pipe_closed, limit=600)

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from tuner.pareto import dominates, pareto_front, pick_within
+from tuner.report.pareto import dominates, pareto_front, pick_within
 
 
 def row(i, acc, ece):

@@ -9,8 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from tuner import plots
-from tuner.pareto import pareto_front
+from tuner.tracking import plots
+from tuner.report.pareto import pareto_front
 
 
 def points(collection) -> list[tuple[float, float]]:

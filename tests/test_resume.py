@@ -252,7 +252,7 @@ def test_plain_optuna_search_dies_on_a_stale_snapshot(tmp_path):
 
 
 def test_resumable_search_survives_a_stale_snapshot(tmp_path, capsys):
-    from tuner.searcher import ORPHAN_REASON, ResumableOptunaSearch
+    from tuner.search.searcher import ORPHAN_REASON, ResumableOptunaSearch
 
     restored, study = _stale_snapshot(tmp_path, ResumableOptunaSearch)
     out = capsys.readouterr().out
@@ -275,7 +275,7 @@ def test_repair_checkpoints_restores_a_deleted_snapshot_checkpoint(tmp_path):
 
     from ray import tune
 
-    from tuner.restore import repair_checkpoints
+    from tuner.execution.restore import repair_checkpoints
 
     trial_dir = tmp_path / "trial_x"
     (trial_dir / "checkpoint_000002").mkdir(parents=True)

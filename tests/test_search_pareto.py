@@ -14,9 +14,9 @@ from mlflow.tracking import MlflowClient
 
 from trainables.core.config import TrainConfig
 from tuner.cli import main
-from tuner.pareto import dominates
+from tuner.report.pareto import dominates
 from tuner.settings import SearchSettings
-from tuner.warmstart import WARM_TAG
+from tuner.search.warmstart import WARM_TAG
 
 pytestmark = pytest.mark.slow
 

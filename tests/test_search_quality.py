@@ -42,7 +42,7 @@ def test_startup_trials_sized_to_the_budget():
 
 
 def test_sampler_uses_the_sized_startup(tmp_path):
-    from tuner.searcher import make_sampler
+    from tuner.search.searcher import make_sampler
 
     s = SearchSettings(name="x", space="icm", base={"epochs": 5}, num_samples=16, results_dir=str(tmp_path))
     tpe = make_sampler(s)

@@ -15,7 +15,13 @@ import torch
 
 os.environ["RAY_AUTH_MODE"] = "disabled"
 
-from tuner import assembly, execute, settings as search_settings, tracking  # noqa: E402
+from tuner import settings as search_settings  # noqa: E402
+
+from tuner.execution import assembly  # noqa: E402
+
+from tuner.execution import execute  # noqa: E402
+
+from tuner.tracking import callback as tracking  # noqa: E402
 from tuner.errors import UserError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +86,7 @@ def test_ray_starts_without_dashboard(monkeypatch):
 
 
 def test_printed_mlflow_ui_binds_loopback(capsys, tmp_path):
-    from tuner.summary_text import print_outcome
+    from tuner.report.summary_text import print_outcome
 
     settings = search_settings.SearchSettings(name="x", space="icm", base={"labels": "complementary"},
                                               results_dir=str(tmp_path), tracking_uri="sqlite:////tmp/m.db",

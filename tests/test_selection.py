@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tuner.selection import pick_best, resolve_metric, with_test
+from tuner.report.selection import pick_best, resolve_metric, with_test
 from tuner.settings import SearchError
 
 

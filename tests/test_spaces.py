@@ -8,7 +8,7 @@ from search_spaces.presets import PRESETS, SpaceContext, get_preset
 from search_spaces.yaml_space import SpaceError, space_from_dict
 from trainables.core.config import TrainConfig
 from tuner.settings import SearchSettings
-from tuner.space import dry_run, load_space_file
+from tuner.search.space import dry_run, load_space_file
 
 FIELDS = TrainConfig.__dataclass_fields__
 
@@ -134,7 +134,7 @@ def test_layering_search_spaces_import_nothing_of_ours():
 def test_a_search_offers_cutmix_only_on_images_it_can_cut(dataset, offered, tmp_path):
     """The checked search's space knows the data's image side: 8x8 digits get no CutMix, 28x28 MNIST does."""
     from tests.conftest import MNIST_DIR
-    from tuner.checks import check_search
+    from tuner.execution.checks import check_search
 
     extra = {"data_dir": str(MNIST_DIR)} if dataset == "mnist" else {}
     base = TrainConfig(dataset=dataset, labels="complementary", epochs=2, **extra).to_dict()

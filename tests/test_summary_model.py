@@ -16,7 +16,7 @@ from ray import tune
 from trainables.core.config import TrainConfig
 from trainables.core.models import build_model
 from trainables.trainable import STATE_FILE
-from tuner import tracking
+from tuner.tracking import callback as tracking
 from tuner.settings import SearchSettings
 
 IN_SHAPE = (1, 8, 8)
@@ -53,7 +53,7 @@ def _models(client, settings):
 @pytest.mark.slow
 def test_the_summary_sent_twice_logs_one_model_and_one_version(tmp_path):
     """Issue 21.3: a retry of the summary op (after an outage, or by `mixtune sync`) changes nothing."""
-    from tuner.summary import log_summary
+    from tuner.report.summary import log_summary
 
     client, settings, rows, best, _ = _search(tmp_path, register="summary-best")
     for _ in range(3):
@@ -73,7 +73,7 @@ def test_a_summary_that_fails_leaves_the_parent_ended(tmp_path):
     """Issue 21.3: an error that is not an outage (a checkpoint gone) ends the parent run, not RUNNING."""
     import shutil
 
-    from tuner.summary import log_summary
+    from tuner.report.summary import log_summary
 
     client, settings, rows, best, _ = _search(tmp_path)
     shutil.rmtree(tmp_path / "ckpt")
@@ -91,7 +91,7 @@ def test_the_best_model_is_logged_without_serving_validation(tmp_path, monkeypat
     MLflow printed 'Failed to validate serving input example' and the JSON of the example."""
     import mlflow.pytorch
 
-    from tuner.summary import log_model
+    from tuner.report.summary import log_model
 
     monkeypatch.setenv("MLFLOW_DEFAULT_PREDICTION_DEVICE", "meta")
     client, settings, rows, best, model = _search(tmp_path)

@@ -10,8 +10,8 @@ import pytest
 from trainables.core.config import TrainConfig
 from tuner.cli import build_parser, main
 from tuner.settings import SearchSettings
-from tuner.space import SpaceError, build_space, pinned_values, with_flags
-from tuner.warmstart import space_distributions
+from tuner.search.space import SpaceError, build_space, pinned_values, with_flags
+from tuner.search.warmstart import space_distributions
 
 
 # ----------------------------------------------------------------------------- item 6: flags beside a space
@@ -78,7 +78,7 @@ def test_interrupt_counts_finished_and_running_apart(tmp_path, ray_shutdown):
     import ray
     from ray import tune
 
-    from tuner.progress import Progress
+    from tuner.report.progress import Progress
 
     def trainable(config):  # defined here: cloudpickle sends it by value (workers cannot import tests/)
         import time
@@ -107,14 +107,14 @@ def test_interrupt_counts_finished_and_running_apart(tmp_path, ray_shutdown):
     assert results.num_terminated == 3  # what the stop line counted as done before
     assert progress.stop_text() == (" after 1/5 trials finished, 2 running (a resume runs them again from their "
                                     "last checkpoint)")
-    from tuner.progress import stop_text
+    from tuner.report.progress import stop_text
 
-    assert stop_text() == progress.stop_text()  # what the driver's stop line reads (tuner/execute.py)
+    assert stop_text() == progress.stop_text()  # what the driver's stop line reads (tuner/execution/execute.py)
 
 
 # ----------------------------------------------------------------------------- item 7: exported paths
 def test_exported_paths_are_absolute(tmp_path, monkeypatch):
-    from tuner.export import absolute_paths
+    from tuner.report.export import absolute_paths
 
     data = tmp_path / "work" / "mydigits"
     settings = SearchSettings(name="s", space="icm", base={}, data={"source": {"uri": str(data)}})
@@ -128,7 +128,7 @@ def test_exported_paths_are_absolute(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- item 8: a small validation split
 def test_small_validation_split_warns_with_rows_and_advice(tmp_path):
-    from tuner.checks import check_search
+    from tuner.execution.checks import check_search
 
     def notes(**fields):
         base = TrainConfig(dataset="digits", **fields).to_dict()
@@ -146,9 +146,9 @@ def test_small_validation_split_warns_with_rows_and_advice(tmp_path):
 
 
 def test_selection_metric_has_digits_to_tell_trials_apart():
-    from tuner.compare import _decimals, _fmt
-    from tuner.progress import epochs_text
-    from tuner.selection import with_test
+    from tuner.report.compare import _decimals, _fmt
+    from tuner.report.progress import epochs_text
+    from tuner.report.selection import with_test
 
     a, b = with_test({"val_scel_ts": 0.66991}, "val_scel_ts"), with_test({"val_scel_ts": 0.66994}, "val_scel_ts")
     assert a != b and a == "val_scel_ts 0.669910"

@@ -8,7 +8,7 @@ import pytest
 from search_spaces.presets import SpaceContext, get_preset
 from trainables.core.config import TrainConfig
 from tuner.settings import SearchError, SearchSettings
-from tuner.warmstart import WARM_TAG, apply, plan, space_distributions
+from tuner.search.warmstart import WARM_TAG, apply, plan, space_distributions
 
 
 def earlier_search(root, name="old", preset="icm", n=5, metric="val_scel_ts", mode="min"):
@@ -92,7 +92,7 @@ def checked_data(**fields) -> tuple[dict, dict]:
     from tests.conftest import MNIST_DIR
     from trainables.core.data import load_dataset
     from trainables.core.split import split_and_label
-    from tuner.mlflow_meta import describe_data
+    from tuner.tracking.mlflow_meta import describe_data
 
     if fields.get("dataset") == "mnist":
         fields.setdefault("data_dir", str(MNIST_DIR))

@@ -14,7 +14,7 @@ from typing import Sequence
 from search_spaces.yaml_space import SpaceError
 from trainables.core.errors import ConfigError, DataError, DivergedError
 from tuner import commands
-from tuner.cluster import add_cluster_commands
+from tuner.cluster.config_check import add_cluster_commands
 from tuner.errors import UserError
 
 EXIT_USAGE = 2

@@ -26,16 +26,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- search
 def cmd_search(args: argparse.Namespace) -> int:
-    from tuner.execute import run_search
+    from tuner.execution.execute import run_search
     from tuner.settings import SearchSettings, default_max_concurrent, default_name
-    from tuner.space import load_space_file, with_flags
-    from tuner.summary_text import print_outcome
+    from tuner.search.space import load_space_file, with_flags
+    from tuner.report.summary_text import print_outcome
 
     base = config_from_args(args).to_dict()
     space_doc = None
     if args.space.endswith((".yaml", ".yml")) or os.path.sep in args.space:
         space_doc, _ = load_space_file(args.space)  # a bad file fails here, in one line
-    # values given as flags win over the space: those it searches are pinned (tuner/space.py)
+    # values given as flags win over the space: those it searches are pinned (tuner/search/space.py)
     space_doc = with_flags(space_doc, args.space, {k[4:]: base[k[4:]] for k in vars(args) if k.startswith("cfg.")})
     settings = SearchSettings(
         name=args.name or default_name(args.space, base),
@@ -75,9 +75,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from tuner.execute import resume_search
+    from tuner.execution.execute import resume_search
     from tuner.settings import SearchSettings
-    from tuner.summary_text import print_outcome
+    from tuner.report.summary_text import print_outcome
 
     folder = find_search(args.search, args.results_dir)
     settings = SearchSettings.load(folder)
@@ -89,7 +89,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     from tuner.settings import SearchSettings
-    from tuner.sync import sync_search
+    from tuner.execution.sync import sync_search
 
     settings = SearchSettings.load(find_search(args.search, args.results_dir))
     if args.tracking_uri:
@@ -100,7 +100,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- compare
 def cmd_compare(args: argparse.Namespace) -> int:
-    from tuner.compare import compare
+    from tuner.report.compare import compare
 
     folder = find_search(args.search, args.results_dir)
     print(compare(folder, tracking_uri=args.tracking_uri, method=args.method, sort=args.sort, top=args.top,
@@ -109,7 +109,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_export_best(args: argparse.Namespace) -> int:
-    from tuner.export import export_best
+    from tuner.report.export import export_best
 
     folder = find_search(args.search, args.results_dir)
     cfg, source, trial = export_best(folder, source=args.source, tracking_uri=args.tracking_uri, trial=args.trial,

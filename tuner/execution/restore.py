@@ -59,7 +59,7 @@ def repair_checkpoints(trials: list, echo: Callable[[str], None]) -> None:
 
 def forget_orphan_runs(client, settings: SearchSettings, known: set[str], echo: Callable[[str], None]) -> None:
     """Delete the MLflow runs of trials Ray does not know (started after its last snapshot)."""
-    from tuner import tracking
+    from tuner.tracking import callback as tracking
 
     for run in tracking.trial_runs(client, settings):
         tid = run.data.tags.get(tracking.TRIAL_TAG)
@@ -72,7 +72,7 @@ def forget_orphan_runs(client, settings: SearchSettings, known: set[str], echo: 
 
 def send_left_writes(settings: SearchSettings, outbox, echo: Callable[[str], None]) -> None:
     """Send what an earlier driver of the search left in its outbox; a one-line error if MLflow is down."""
-    from tuner.tracking import redact_uri
+    from tuner.tracking.callback import redact_uri
 
     if not len(outbox):
         return
@@ -88,7 +88,7 @@ def restore_tuner(settings: SearchSettings, trainable, client, echo: Callable[[s
     from ray import tune
     from ray.tune import ExperimentAnalysis
 
-    from tuner.scheduler import JOURNAL_FILE, keep_trials
+    from tuner.schedulers.asha import JOURNAL_FILE, keep_trials
 
     if outbox is not None:
         send_left_writes(settings, outbox, echo)

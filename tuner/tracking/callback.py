@@ -28,8 +28,8 @@ from ray import tune
 
 from trainables.core.config import TrainConfig
 from tuner.errors import UserError
-from tuner.mlflow_meta import LOCAL_UI, ROLE_TAG, SEARCH_TAG, TRIAL_TAG, dataset_record, runs_link, trial_run_name
-from tuner.outbox import OUTBOX_FILE, Outbox
+from tuner.tracking.mlflow_meta import LOCAL_UI, ROLE_TAG, SEARCH_TAG, TRIAL_TAG, dataset_record, runs_link, trial_run_name
+from tuner.tracking.outbox import OUTBOX_FILE, Outbox
 from tuner.settings import SearchSettings
 
 # MLflow's HTTP client retries for minutes by default. A request should fail within seconds
@@ -284,7 +284,7 @@ class Writer:
             self.client.set_terminated(run_id, status=op["status"])
 
     def _op_curve(self, op) -> None:
-        from tuner.outbox import is_outage
+        from tuner.tracking.outbox import is_outage
 
         run_id = self._run_id(op["trial"])
         if run_id is None:
@@ -297,7 +297,7 @@ class Writer:
 
     def _op_dataset(self, op) -> None:
         """The run's dataset input (the parent's when the op names no trial); logging it again adds none."""
-        from tuner.mlflow_dataset import dataset_input
+        from tuner.tracking.mlflow_dataset import dataset_input
 
         run_id = self._run_id(op["trial"]) if op.get("trial") else self.settings.parent_run_id
         if run_id is not None:
@@ -317,7 +317,7 @@ class Writer:
             self.summary(op)
 
     def _learning_curve(self, run_id: str) -> None:
-        from tuner.plots import learning_curve
+        from tuner.tracking.plots import learning_curve
 
         shown = dict.fromkeys(("train_loss", self.settings.metric, "test_acc"))  # ordered, no repeats
         history = {k: self.client.get_metric_history(run_id, k) for k in shown}
@@ -411,7 +411,7 @@ class MLflowTrials(tune.Callback):
         self._open(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        from tuner.prewarm import prewarm
+        from tuner.tracking.prewarm import prewarm
 
         prewarm()  # the summary's imports, on a thread, from the first result on (once)
         LIVE_TRIALS[trial.trial_id] = trial

@@ -19,10 +19,10 @@ from trainables.core.clustering import default_cache_dir
 from trainables.core.config import TrainConfig
 from trainables.core.data import Dataset, load_dataset
 from trainables.core.split import split_and_label
-from tuner.mlflow_meta import describe_data
-from tuner.selection import resolve_metrics
+from tuner.tracking.mlflow_meta import describe_data
+from tuner.report.selection import resolve_metrics
 from tuner.settings import SAMPLERS, SCHEDULERS, SearchError, SearchSettings, check_name, default_tracking_uri
-from tuner.space import build_space, pinned_note
+from tuner.search.space import build_space, pinned_note
 
 
 @dataclass
@@ -115,7 +115,7 @@ def check_search(settings: SearchSettings) -> CheckedSearch:
     if base.device.startswith("cuda") and settings.gpus_per_trial <= 0:
         raise SearchError(f"device={base.device} needs --gpus-per-trial > 0: Ray hides GPUs from trials without one")
     check_numbers(settings)
-    from tuner.tracking import check_tracking_uri
+    from tuner.tracking.callback import check_tracking_uri
 
     settings.tracking_uri = settings.tracking_uri or default_tracking_uri()
     check_tracking_uri(settings.tracking_uri)
@@ -140,7 +140,7 @@ def check_search(settings: SearchSettings) -> CheckedSearch:
         notes.append(pinned_note(settings))
     warm = None
     if settings.parent_run_id is None:  # a new search; a resumed one has its study already
-        from tuner.warmstart import plan
+        from tuner.search.warmstart import plan
 
         warm = plan(settings.warm_start, settings, space, partial=settings.warm_start_partial)
         notes += warm.notes

@@ -9,7 +9,7 @@ UI alone says what each run is, on what data, and how the trials compare:
   its trial id (the one the progress lines, `compare` and `export-best --trial` use), not
   one of MLflow's random names;
 - `describe_data` / `dataset_record`: the data every run of the search used, as the fields
-  of an MLflow dataset (`tuner/mlflow_dataset.py` makes it one). Its digest is a content
+  of an MLflow dataset (`tuner/tracking/mlflow_dataset.py` makes it one). Its digest is a content
   hash: the core's fingerprint of the arrays (`trainables/core/data.py`) plus the settings
   that make the labels and splits a user has, so runs on other data (another file, split,
   label kind, label draw) have another digest, and runs on the same data the same one;

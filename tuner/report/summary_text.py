@@ -10,18 +10,18 @@ import shutil
 import sys
 from pathlib import Path
 
-from tuner.progress import describe
-from tuner.selection import describe_selection, with_test
+from tuner.report.progress import describe
+from tuner.report.selection import describe_selection, with_test
 
 
 def print_outcome(settings, outcome) -> None:
-    from tuner.tracking import ui_lines
+    from tuner.tracking.callback import ui_lines
 
     ok = sum(r["error"] is None for r in outcome.trials)
     n = len(outcome.trials)
     print(f"\nsearch {settings.name} finished: {n} trials ({n - ok} failed) in {outcome.seconds:.1f}s")
     print(f"the search {describe_selection(settings)}")
-    from tuner.space import pinned_note
+    from tuner.search.space import pinned_note
 
     if pinned_note(settings):
         print(pinned_note(settings))
@@ -40,7 +40,7 @@ def print_outcome(settings, outcome) -> None:
     else:
         print(f"best config:  {outcome.folder / 'best_config.yaml'}  (retrain: mixtune train --config <it>)")
         print(f"compare:      mixtune compare {outcome.folder}")
-    from tuner.compare import save_runs_view
+    from tuner.report.compare import save_runs_view
 
     # the view the runs link opens: the metric, test_acc and the searched values as columns
     save_runs_view(settings, sorted({k for r in outcome.trials for k in (r.get("config") or {})}))

@@ -169,8 +169,8 @@ def make_tuner(settings: SearchSettings, space: Callable, dataset: Dataset, call
     """
     from ray import tune
 
-    from tuner.scheduler import JOURNAL_FILE, JournaledASHA
-    from tuner.searcher import make_searcher
+    from tuner.schedulers.asha import JOURNAL_FILE, JournaledASHA
+    from tuner.search.searcher import make_searcher
 
     epochs = settings.epochs
     # scheduler "none": the same journaled scheduler (it also applies the fault rules) with its

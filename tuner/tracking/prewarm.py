@@ -32,7 +32,7 @@ def prewarm() -> None:
             import mlflow.pytorch  # noqa: F401
             import pandas  # noqa: F401
 
-            import tuner.plots  # noqa: F401
+            import tuner.tracking.plots  # noqa: F401
             import torch.export  # noqa: F401
             from mlflow.models import infer_signature  # noqa: F401
             from mlflow.utils import requirements_utils

@@ -2,7 +2,7 @@
 
 The summary plots are Optuna's own (`optuna.visualization.matplotlib`): optimisation history,
 slice plot, parameter importances, Pareto front. Each function here takes the plain values the
-summary has (`tuner/summary.py` calls them) and hands Optuna an in-memory study built from
+summary has (`tuner/report/summary.py` calls them) and hands Optuna an in-memory study built from
 them, so the figures are the ones `optuna-dashboard` and Optuna's documentation show. Only two
 things are added by hand, because Optuna's plotting functions do not take them:
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from trainables.core.data import Dataset
-from tuner.assembly import RayStart, make_trainable, make_tuner, quiet_logs, start_ray, stop_ray
-from tuner.checks import check_search
-from tuner.selection import describe_selection, pick_best
+from tuner.execution.assembly import RayStart, make_trainable, make_tuner, quiet_logs, start_ray, stop_ray
+from tuner.execution.checks import check_search
+from tuner.report.selection import describe_selection, pick_best
 from tuner.settings import BEST_FILE, FRONT_FILE, STATE_FILE, SearchError, SearchSettings
 
 FINISHED_FILE = "finished.json"  # written when every trial ended: `resume` then changes nothing
@@ -59,7 +59,7 @@ def run_search(settings: SearchSettings, echo: Callable[[str], None] = print) ->
     settings = checked.settings
     if (settings.folder / STATE_FILE).exists():
         raise SearchError(f"search {settings.name} already exists in {settings.folder}; use `mixtune resume`")
-    from tuner.lock import search_lock
+    from tuner.execution.lock import search_lock
 
     settings.folder.mkdir(parents=True, exist_ok=True)
     with search_lock(settings.folder, "start"):
@@ -83,7 +83,7 @@ def _create_and_run(settings: SearchSettings, checked, echo) -> SearchOutcome:
 
 
 def _create(settings: SearchSettings, checked, echo, ray_start: RayStart) -> SearchOutcome:
-    from tuner import tracking
+    from tuner.tracking import callback as tracking
 
     client = tracking.client(settings.tracking_uri)
     settings.experiment_id = tracking.experiment_id(
@@ -103,7 +103,7 @@ def _create(settings: SearchSettings, checked, echo, ray_start: RayStart) -> Sea
     for note in checked.notes:
         echo(note)
     if checked.warm:
-        from tuner.warmstart import apply
+        from tuner.search.warmstart import apply
 
         apply(checked.warm, settings)  # the study holds the prior trials before Ray's searcher loads it
     points = checked.warm.points if checked.warm else []
@@ -131,16 +131,16 @@ def finished(settings: SearchSettings) -> dict[str, Any] | None:
 
 def resume_search(settings: SearchSettings, echo: Callable[[str], None] = print) -> SearchOutcome | None:
     """Continue a stopped search; a finished one is left as it is (None, after one line saying so)."""
-    from tuner.lock import search_lock
+    from tuner.execution.lock import search_lock
 
     with search_lock(settings.folder, "resume"):
         done = finished(settings)
         if done is None:
             return _resume(settings, echo)
-        from tuner.outbox import OUTBOX_FILE, pending
+        from tuner.tracking.outbox import OUTBOX_FILE, pending
 
         if pending(settings.folder / OUTBOX_FILE):  # its end's MLflow writes never got there: send them
-            from tuner.sync import sync_search
+            from tuner.execution.sync import sync_search
 
             sync_search(settings, echo)
         count = f"{done['trials']} trials, {done['failed']} failed" if "trials" in done else "every trial ended"
@@ -153,7 +153,7 @@ def _resume(settings: SearchSettings, echo: Callable[[str], None]) -> SearchOutc
     quiet_logs()
     checked = check_search(settings)
     settings = checked.settings
-    from tuner import tracking
+    from tuner.tracking import callback as tracking
 
     client = tracking.client(settings.tracking_uri)
     echo(f"resuming search {settings.name} from {settings.folder}")
@@ -171,7 +171,7 @@ def execute(settings: SearchSettings, dataset: Dataset, space: Callable, client,
     A storage fault (the results folder or the storage path stopped being writable) stops
     the search with one line naming the path; every trial stays resumable.
     """
-    from tuner import tracking
+    from tuner.tracking import callback as tracking
 
     start = time.time()
     _freeze_at_exit()
@@ -182,7 +182,7 @@ def execute(settings: SearchSettings, dataset: Dataset, space: Callable, client,
             mark("ray")
             tuner = None
             if restore:
-                from tuner.restore import restore_tuner
+                from tuner.execution.restore import restore_tuner
 
                 tuner = restore_tuner(settings, make_trainable(settings, dataset), client, echo, outbox)
                 outbox.put({"op": "parent", "status": "RUNNING"})
@@ -231,9 +231,9 @@ def _freeze_at_exit() -> None:
 
 
 def callbacks(settings: SearchSettings, echo) -> list:
-    from tuner import tracking
+    from tuner.tracking import callback as tracking
     from tuner.faults import FaultNotes
-    from tuner.progress import Progress
+    from tuner.report.progress import Progress
 
     return [tracking.MLflowTrials(settings), Progress(settings.metric, settings.mode, settings.num_samples, echo,
                                                           settings.epochs),
@@ -261,7 +261,7 @@ def stopped(settings: SearchSettings, outbox, echo, done: int | None = None, say
     if not end_runs(outbox, status="KILLED", state="INTERRUPTED"):
         echo(f"(MLflow is unreachable: {len(outbox)} writes stay in {outbox.path}; `mixtune resume` sends them)")
     if say:
-        from tuner.progress import stop_text
+        from tuner.report.progress import stop_text
 
         count = (stop_text() or f" after {done}/{settings.num_samples} trials") if done is not None else ""
         echo(f"search {settings.name} stopped{count}; continue it with: mixtune resume {settings.folder}")
@@ -288,7 +288,7 @@ def _unwritable(path: Path) -> str | None:
 def storage_problem(settings: SearchSettings, error: BaseException) -> str | None:
     """One line naming the folder the search could not write, if that is what stopped it."""
     from tuner.faults import StorageFault
-    from tuner.outbox import OutboxWriteError
+    from tuner.tracking.outbox import OutboxWriteError
 
     checks = [("results folder", settings.folder)]
     if "://" not in settings.ray_storage or settings.ray_storage.startswith("file://"):
@@ -309,7 +309,7 @@ def storage_problem(settings: SearchSettings, error: BaseException) -> str | Non
 
 def front_of(rows: list[dict[str, Any]], settings: SearchSettings) -> list[dict[str, Any]]:
     """The Pareto front of the trials, among those that ran every epoch when any did (as pick_best)."""
-    from tuner.pareto import pareto_front
+    from tuner.report.pareto import pareto_front
 
     ok = [r for r in rows if r["error"] is None]
     full = [r for r in ok if r["metrics"].get("epoch") == settings.epochs]
@@ -343,7 +343,7 @@ def mark_finished(settings: SearchSettings, rows: list[dict[str, Any]], best: di
 def log_search_params(client, settings: SearchSettings) -> None:
     from mlflow.entities import Param
 
-    from tuner.tracking import redact_uri
+    from tuner.tracking.callback import redact_uri
 
     s = dataclasses.asdict(settings)
     keep = ["space", "metric", "mode", "num_samples", "max_concurrent", "cpus_per_trial", "gpus_per_trial",
@@ -370,8 +370,8 @@ def summarise(settings: SearchSettings, results, seconds: float, outbox, echo=pr
     has lasted `--tracking-outage-limit`, the search ends anyway, with the writes in the outbox
     file for `mixtune sync` (or `mixtune resume`).
     """
-    from tuner.summary import log_summary, trial_rows
-    from tuner.tracking import redact_uri
+    from tuner.report.summary import log_summary, trial_rows
+    from tuner.tracking.callback import redact_uri
 
     rows = trial_rows(results)
     front = None

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables.core.metric_table import METRICS
-from tuner.mlflow_meta import TABLE_FILE, TRIAL_TAG, trial_table
+from tuner.tracking.mlflow_meta import TABLE_FILE, TRIAL_TAG, trial_table
 
 
 def trial_rows(results) -> list[dict[str, Any]]:
@@ -41,7 +41,7 @@ def log_summary(client, settings, rows: list[dict[str, Any]], best: dict[str, An
     Then the parent run ends FINISHED (FAILED when no trial gave a result). An outage is raised
     as it is, for the outbox to send the op again; any other error ends the parent run first.
     """
-    from tuner.outbox import first_line, is_outage
+    from tuner.tracking.outbox import first_line, is_outage
 
     run_id = settings.parent_run_id
     status = "FINISHED" if best is not None or front else "FAILED"
@@ -63,7 +63,7 @@ def _log_summary(client, settings, rows, best, seconds, front) -> None:
     import matplotlib.pyplot as plt
     from mlflow.entities import Metric, Param
 
-    from tuner import plots
+    from tuner.tracking import plots
 
     run_id = settings.parent_run_id
     have = client.get_run(run_id).data.metrics  # a repeated op logs no metric twice
@@ -112,7 +112,7 @@ def log_trial_table(client, settings, rows: list[dict[str, Any]]) -> None:
     """
     import pandas as pd
 
-    from tuner.tracking import trial_runs
+    from tuner.tracking.callback import trial_runs
 
     if any(f.path == TABLE_FILE for f in client.list_artifacts(settings.parent_run_id)):
         return
@@ -126,7 +126,7 @@ def log_trial_table(client, settings, rows: list[dict[str, Any]]) -> None:
 def _figures(client, run_id: str, rows, values, settings) -> None:
     import matplotlib.pyplot as plt
 
-    from tuner import plots
+    from tuner.tracking import plots
 
     metric = settings.metrics[0]
     if values:
@@ -203,7 +203,7 @@ def log_model(settings, best: dict[str, Any], client=None) -> None:
     from trainables.core.config import TrainConfig
     from trainables.core.models import build_model
     from trainables.trainable import load_state
-    from tuner.tracking import client as make_client
+    from tuner.tracking.callback import client as make_client
 
     client = client or make_client(settings.tracking_uri)
     existing = logged_model(client, settings)

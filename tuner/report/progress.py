@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from ray import tune
 
-from tuner.selection import with_test
+from tuner.report.selection import with_test
 
 _ACTIVE: list["Progress"] = []  # the Progress of the search running in this process (see stop_text)
 SHOWN = ("method", "k", "K", "alpha", "mix_level", "contrastive_weight", "loss", "lr")
@@ -84,7 +84,7 @@ class Progress(tune.Callback):
         self._ended(trial)
         last = trial.last_result or {}
         if len(self.metrics) > 1:
-            from tuner.pareto import pareto_front
+            from tuner.report.pareto import pareto_front
 
             self.seen.append({"metrics": last})
             full = [r for r in self.seen if r["metrics"].get("epoch") == self.epochs]
@@ -102,7 +102,7 @@ class Progress(tune.Callback):
             self._line(trials, trial, "finished without a metric")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        from tuner.tracking import _trial_error
+        from tuner.tracking.callback import _trial_error
 
         self._ended(trial)
         self._line(trials, trial, f"FAILED: {_trial_error(trial)}")

@@ -115,7 +115,7 @@ class ResumableOptunaSearch(OptunaSearch):
         if epoch is not None:
             self.on_trial_result(trial_id, result)  # the last epoch too: Tune passes it here only
         if error and trial_id not in self._completed_trials and trial_id in self._ot_trials:
-            from tuner.tracking import error_of
+            from tuner.tracking.callback import error_of
 
             try:
                 self._ot_study._storage.set_trial_user_attr(

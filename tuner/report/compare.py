@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from trainables.core.metric_table import METRICS
-from tuner import tracking
-from tuner.selection import metric_columns
+from tuner.tracking import callback as tracking
+from tuner.report.selection import metric_columns
 from tuner.settings import SearchError, SearchSettings
 
 
@@ -32,7 +32,7 @@ def save_runs_view(settings: SearchSettings, params: list[str], tracking_uri: st
     """
     import json
 
-    from tuner.mlflow_meta import VIEW_TAG, runs_view, view_key
+    from tuner.tracking.mlflow_meta import VIEW_TAG, runs_view, view_key
 
     uri = tracking_uri or settings.tracking_uri
     if not uri or settings.experiment_id is None:
@@ -81,7 +81,7 @@ def table(rows: list[list[str]]) -> str:
 
 def front_runs(settings: SearchSettings, runs: list) -> list:
     """The FINISHED runs on the Pareto front (among those that ran every epoch, when any did)."""
-    from tuner.pareto import pareto_front
+    from tuner.report.pareto import pareto_front
 
     rows = [{"metrics": r.data.metrics, "run": r} for r in runs if r.info.status == "FINISHED"]
     full = [x for x in rows if x["metrics"].get("epoch") == settings.epochs]

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from tuner import tracking
-from tuner.outbox import OUTBOX_FILE, Outbox, pending
-from tuner.selection import pick_best
+from tuner.tracking import callback as tracking
+from tuner.tracking.outbox import OUTBOX_FILE, Outbox, pending
+from tuner.report.selection import pick_best
 from tuner.settings import SearchError, SearchSettings
 
 
@@ -22,7 +22,7 @@ def summary_from_ray(settings: SearchSettings, writer: tracking.Writer, op: dict
     from ray.tune import ExperimentAnalysis, ResultGrid
 
     from trainables.trainable import trial_config
-    from tuner.summary import log_summary, trial_rows
+    from tuner.report.summary import log_summary, trial_rows
 
     analysis = ExperimentAnalysis(settings.experiment_path, default_metric=settings.metric,
                                   default_mode=settings.mode)
@@ -38,7 +38,7 @@ def sync_search(settings: SearchSettings, echo: Callable[[str], None] = print) -
 
     It holds the search folder's lock: a driver still running the search sends its own writes.
     """
-    from tuner.lock import search_lock
+    from tuner.execution.lock import search_lock
 
     with search_lock(settings.folder, "sync"):
         return _sync(settings, echo)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from trainables.core.config import TrainConfig
-from tuner.mlflow_meta import data_digest, data_settings
+from tuner.tracking.mlflow_meta import data_digest, data_settings
 from tuner.settings import SearchError, SearchSettings, find_search
 
 # fields that say where and how fast a config ran, not what it is: never a reason to refuse

@@ -88,7 +88,7 @@ def with_flags(space_doc: Any, space: str, given: dict[str, Any]) -> Any:
 
 def pin(space: Callable, settings: SearchSettings) -> Callable:
     """Fix the parameters the space searches that flags gave; keep only those in the search's state."""
-    from tuner.warmstart import space_distributions
+    from tuner.search.warmstart import space_distributions
 
     request = pinned_values(settings)
     if not request:

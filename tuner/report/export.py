@@ -19,7 +19,7 @@ from typing import Any
 
 from trainables.core.config import TrainConfig, field_types
 from tuner.errors import UserError
-from tuner.selection import pick_best
+from tuner.report.selection import pick_best
 from tuner.settings import BEST_FILE, SearchSettings
 
 
@@ -53,7 +53,7 @@ def parse_param(value: str, typ: type) -> Any:
 def choose(settings: SearchSettings, rows: list[dict[str, Any]], trial: str | None = None,
            within: float | None = None) -> dict[str, Any]:
     """The row to export: the named trial, the rule's front member, or the single-metric best."""
-    from tuner.pareto import pareto_front, pick_within
+    from tuner.report.pareto import pareto_front, pick_within
 
     if trial is not None:
         found = [r for r in rows if r["trial_id"] == trial]
@@ -85,8 +85,8 @@ def choose(settings: SearchSettings, rows: list[dict[str, Any]], trial: str | No
 
 def best_from_mlflow(settings: SearchSettings, tracking_uri: str | None = None, trial: str | None = None,
                      within: float | None = None) -> tuple[TrainConfig, str]:
-    from tuner import tracking
-    from tuner.compare import search_trial_runs
+    from tuner.tracking import callback as tracking
+    from tuner.report.compare import search_trial_runs
 
     rows = [{"error": None, "metrics": r.data.metrics, "run": r, "trial_id": r.data.tags.get(tracking.TRIAL_TAG)}
             for r in search_trial_runs(settings, tracking_uri) if r.info.status == "FINISHED"]

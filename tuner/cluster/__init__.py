@@ -1,0 +1,1 @@
+"""The `ray up` cluster file checker (`mixtune cluster-check`), apart from the search path."""

@@ -1,0 +1,1 @@
+"""Trial schedulers: ASHA with a journal, so a resumed search keeps its rungs."""
