@@ -58,7 +58,7 @@ def package_graph(package: str) -> dict[str, set[str]]:
 # tuner's sub-packages bottom-up: a module imports only modules of its own layer or of those below it.
 # The modules at tuner/'s top level are the base (errors, faults, settings) and the CLI on top.
 LAYERS = ["base", "tracking", "search", "schedulers", "report", "execution", "cluster", "cli"]
-BASE = {"errors", "faults", "settings"}
+BASE = {"compat", "errors", "faults", "settings"}
 CLI = {"cli", "commands", "flags", "train"}
 SUB_PACKAGES = {"tracking", "search", "schedulers", "report", "execution", "cluster"}
 

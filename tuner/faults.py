@@ -31,6 +31,7 @@ from typing import Any, Callable
 from ray import tune
 from ray.tune.experiment import Trial
 
+from tuner import compat
 from tuner.errors import UserError
 
 DEFAULT_MAX_NODE_LOSSES = 3
@@ -127,7 +128,7 @@ class FaultAwareTrial(Trial):
 def adopt(trial: Trial, max_node_losses: int) -> None:
     """Give the trial mixtune's failure accounting (idempotent)."""
     if type(trial) is Trial:
-        trial.__class__ = FaultAwareTrial
+        compat.adopt_trial_class(trial, FaultAwareTrial)
     trial.__dict__[LIMIT] = max_node_losses
 
 

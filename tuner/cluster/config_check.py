@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuner import compat
 from tuner.errors import UserError
 
 MLFLOW_DEFAULT_PORT = 5000
@@ -100,7 +101,7 @@ def ray_validate(config: dict[str, Any]) -> dict[str, Any]:
     user wrote; then the provider's defaults are merged in and Ray's full validation runs.
     """
     import jsonschema
-    from ray.autoscaler._private.util import prepare_config, validate_config
+    prepare_config, validate_config = compat.cluster_config_checks()
 
     import ray.autoscaler
 

@@ -8,34 +8,62 @@ trial).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any, Callable
 
 from trainables.core.data import Dataset
+from tuner import compat
 from tuner.settings import SearchError, SearchSettings
 
 
-def quiet_logs() -> None:
-    """No wall of Ray/MLflow logs: mixtune prints its own one-line-per-trial progress."""
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    for name in ("mlflow", "alembic", "ray", "ray.tune", "optuna", "torch._export"):
-        logging.getLogger(name).setLevel(logging.WARNING if name != "ray.tune" else logging.ERROR)
-    # a failed trial is one progress line (its traceback is in the trial's error.txt and its MLflow
-    # run), not a traceback on the console plus "Trials did not complete" at the end
-    for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-    # Ray times the define-by-run call, which includes TPE fitting its model on every earlier
-    # trial (over a second past ~30 trials on 2 cores): not a slow space, so not worth a warning
+# environment variables a search sets while it runs (each only where the user has not), restored after it
+QUIET_ENV = {"RAY_AIR_NEW_OUTPUT": "0",  # the legacy reporter honours verbose=0
+             "RAY_DEDUP_LOGS": "0"}
+STOP_ENV = "RAY_IGNORE_UNHANDLED_ERRORS"  # set when a search stops (execute.stopped)
+QUIET_LOGGERS = {"mlflow": logging.WARNING, "alembic": logging.WARNING, "ray": logging.WARNING,
+                 "ray.tune": logging.ERROR, "optuna": logging.WARNING, "torch._export": logging.WARNING,
+                 # a failed trial is one progress line (its traceback is in the trial's error.txt and
+                 # its MLflow run), not a traceback on the console plus "Trials did not complete"
+                 "ray.tune.execution.tune_controller": logging.CRITICAL, "ray.tune.tune": logging.CRITICAL,
+                 # a storage path that cannot be written is one line naming it (faults.py), not a traceback
+                 compat.RAY_STORAGE_LOGGER: logging.CRITICAL}
+STATE_LOGGER = "ray.tune.execution.experiment_state"
+
+
+@contextlib.contextmanager
+def quiet_logs():
+    """No wall of Ray/MLflow logs while a search runs: mixtune prints its own one-line-per-trial
+    progress. Every logger level, filter, warning filter and environment variable changed here
+    (or by a stopped search, `STOP_ENV`) is put back when the search returns, so a notebook or a
+    program that runs a search keeps its own logging."""
     import warnings
 
-    warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space` argument took")
-    # a storage path that cannot be written is one line naming it (faults.py), not Ray's traceback
-    logging.getLogger("ray.train._internal.storage").setLevel(logging.CRITICAL)
-    state = logging.getLogger("ray.tune.execution.experiment_state")
-    if not any(isinstance(f, OneLine) for f in state.filters):
-        state.addFilter(OneLine())
+    names = (*QUIET_LOGGERS, compat.RAY_WORKER_LOGGER)  # start_ray sets the worker's
+    levels = {name: logging.getLogger(name).level for name in names}
+    env = {name: os.environ.get(name) for name in (*QUIET_ENV, STOP_ENV)}
+    one_line = OneLine()
+    with warnings.catch_warnings():  # the warning filters as they were, after
+        try:
+            for name, value in QUIET_ENV.items():
+                os.environ.setdefault(name, value)
+            for name, level in QUIET_LOGGERS.items():
+                logging.getLogger(name).setLevel(level)
+            # Ray times the define-by-run call, which includes TPE fitting its model on every earlier
+            # trial (over a second past ~30 trials on 2 cores): not a slow space, so not worth a warning
+            warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space` argument took")
+            logging.getLogger(STATE_LOGGER).addFilter(one_line)
+            yield
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
+            logging.getLogger(STATE_LOGGER).removeFilter(one_line)
+            for name, value in env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 class OneLine(logging.Filter):
@@ -122,7 +150,7 @@ def start_ray(settings: SearchSettings) -> bool:
     if ray.is_initialized():
         return False
     # the SIGTERM note of a `ray.init` off the main thread (RayStart sets that handler itself)
-    logging.getLogger("ray._private.worker").setLevel(logging.ERROR)
+    logging.getLogger(compat.RAY_WORKER_LOGGER).setLevel(logging.ERROR)
     kwargs: dict[str, Any] = dict(
         log_to_driver=False,
         logging_level=logging.ERROR,

@@ -53,19 +53,19 @@ def run_search(settings: SearchSettings, echo: Callable[[str], None] = print) ->
         import atexit
 
         atexit.register(mark, "atexit")  # runs before Ray's own (registered earlier, at import)
-    quiet_logs()
-    checked = check_search(settings)
-    mark("checked")
-    settings = checked.settings
-    if (settings.folder / STATE_FILE).exists():
-        raise SearchError(f"search {settings.name} already exists in {settings.folder}; use `mixtune resume`")
-    from tuner.execution.lock import search_lock
-
-    settings.folder.mkdir(parents=True, exist_ok=True)
-    with search_lock(settings.folder, "start"):
-        if (settings.folder / STATE_FILE).exists():  # another driver created it meanwhile
+    with quiet_logs():
+        checked = check_search(settings)
+        mark("checked")
+        settings = checked.settings
+        if (settings.folder / STATE_FILE).exists():
             raise SearchError(f"search {settings.name} already exists in {settings.folder}; use `mixtune resume`")
-        return _create_and_run(settings, checked, echo)
+        from tuner.execution.lock import search_lock
+
+        settings.folder.mkdir(parents=True, exist_ok=True)
+        with search_lock(settings.folder, "start"):
+            if (settings.folder / STATE_FILE).exists():  # another driver created it meanwhile
+                raise SearchError(f"search {settings.name} already exists in {settings.folder}; use `mixtune resume`")
+            return _create_and_run(settings, checked, echo)
 
 
 def _create_and_run(settings: SearchSettings, checked, echo) -> SearchOutcome:
@@ -150,14 +150,14 @@ def resume_search(settings: SearchSettings, echo: Callable[[str], None] = print)
 
 
 def _resume(settings: SearchSettings, echo: Callable[[str], None]) -> SearchOutcome:
-    quiet_logs()
-    checked = check_search(settings)
-    settings = checked.settings
-    from tuner.tracking import callback as tracking
+    with quiet_logs():
+        checked = check_search(settings)
+        settings = checked.settings
+        from tuner.tracking import callback as tracking
 
-    client = tracking.client(settings.tracking_uri)
-    echo(f"resuming search {settings.name} from {settings.folder}")
-    return execute(settings, checked.dataset, checked.space, client, echo, restore=True)
+        client = tracking.client(settings.tracking_uri)
+        echo(f"resuming search {settings.name} from {settings.folder}")
+        return execute(settings, checked.dataset, checked.space, client, echo, restore=True)
 
 
 def execute(settings: SearchSettings, dataset: Dataset, space: Callable, client, echo,
@@ -176,6 +176,7 @@ def execute(settings: SearchSettings, dataset: Dataset, space: Callable, client,
     start = time.time()
     _freeze_at_exit()
     outbox = tracking.open_outbox(settings, echo)
+    own_ray = False
     try:
         try:
             own_ray = ray_start.wait() if ray_start is not None else start_ray(settings)
@@ -211,6 +212,10 @@ def execute(settings: SearchSettings, dataset: Dataset, space: Callable, client,
         # every trial ended: a run the callback could not close (its driver was killed) is closed here
         outbox.put({"op": "close", "status": "KILLED", "state": "KILLED"})
         return summarise(settings, results, time.time() - start, outbox, echo, stop=stop_ray if own_ray else None)
+    except BaseException:
+        if own_ray and ray_start is None:  # a resumed search's Ray (a new one's: _create_and_run stops it)
+            stop_ray()  # now, while quiet_logs still holds: its in-flight trials' errors are the stop's echo
+        raise
     finally:
         tracking.close_outbox(settings)
 

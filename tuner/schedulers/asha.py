@@ -25,7 +25,7 @@ from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from tuner import faults
+from tuner import compat, faults
 
 JOURNAL_FILE = "asha.jsonl"
 
@@ -79,23 +79,23 @@ class JournaledASHA(ASHAScheduler):
         if self._replayed:
             return
         self._replayed = True
-        bracket = self._brackets[0]
+        bracket = compat.asha_bracket(self)
         for e in read_journal(Path(self.journal)):
             value = e.get("value")
             if value is None or e.get("t") is None:
                 continue
             trial = SimpleNamespace(trial_id=e["trial"])
-            reward = self._metric_op * value
+            reward = compat.asha_reward(self, value)
             if e.get("event") == "complete":
                 bracket.on_result(trial, e["t"], reward)
                 continue
-            if e["t"] >= self._max_t and self._stop_last_trials:
+            if compat.asha_stops_at_max_t(self, e["t"]):
                 decision = TrialScheduler.STOP
             else:
                 decision = bracket.on_result(trial, e["t"], reward)
             if TrialScheduler.STOP in (decision, e.get("decision")):
                 self._stopped_at.setdefault(e["trial"], e["t"])
-                self._num_stopped += 1
+                compat.asha_count_stopped(self)
 
     # ------------------------------------------------------------------ Tune hooks
     def on_trial_add(self, tune_controller, trial) -> None:
@@ -105,7 +105,8 @@ class JournaledASHA(ASHAScheduler):
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         self._replay()
-        t, value = result.get(self._time_attr), result.get(self._metric)
+        time_attr, metric = compat.asha_observed(self)
+        t, value = result.get(time_attr), result.get(metric)
         stopped_at = self._stopped_at.get(trial.trial_id)
         if stopped_at is not None and t is not None and t >= stopped_at:
             decision = TrialScheduler.STOP  # stopped before the driver restarted, at this result
@@ -116,21 +117,16 @@ class JournaledASHA(ASHAScheduler):
         return decision
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
-        t, value = (result or {}).get(self._time_attr), (result or {}).get(self._metric)
+        time_attr, metric = compat.asha_observed(self)
+        t, value = (result or {}).get(time_attr), (result or {}).get(metric)
         if t is not None and isinstance(value, (int, float)):
             self._write({"trial": trial.trial_id, "t": t, "value": _number(value), "event": "complete"})
         super().on_trial_complete(tune_controller, trial, result)
 
     def __getstate__(self) -> dict[str, Any]:
         # a restored copy starts empty and rebuilds everything from the journal
-        import copy
-
-        state = dict(self.__dict__)
-        state["_brackets"] = copy.deepcopy(self._brackets)
-        for bracket in state["_brackets"]:
-            for _, recorded in bracket._rungs:
-                recorded.clear()
-        state.update(_replayed=False, _stopped_at={}, _trial_info={}, _num_stopped=0)
+        state = compat.asha_empty_state(self.__dict__)
+        state.update(_replayed=False, _stopped_at={})
         return state
 
 

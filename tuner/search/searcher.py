@@ -21,6 +21,8 @@ import warnings
 
 from ray.tune.search.optuna import OptunaSearch
 
+from tuner import compat
+
 RAY_TRIAL_ATTR = "ray_trial_id"
 ORPHAN_REASON = "orphaned: the search's driver stopped before Ray recorded this trial; resume runs others instead"
 
@@ -41,15 +43,17 @@ class ResumableOptunaSearch(OptunaSearch):
         super()._setup_study(mode)
         import optuna
 
-        names = self._metric if isinstance(self._metric, list) else [self._metric]
-        if self._ot_study.metric_names is None:
+        metric = compat.search_metric(self)
+        names = metric if isinstance(metric, list) else [metric]
+        study = compat.search_study(self)
+        if study.metric_names is None:
             with warnings.catch_warnings():  # experimental in Optuna 4-5; the dashboard shows the names
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                self._ot_study.set_metric_names(list(names))
+                study.set_metric_names(list(names))
 
     def suggest(self, trial_id: str):
         params = super().suggest(trial_id)
-        ot_trial = self._ot_trials.get(trial_id)
+        ot_trial = compat.search_trials(self).get(trial_id)
         if ot_trial is not None and params is not None:
             ot_trial.set_user_attr(RAY_TRIAL_ATTR, trial_id)  # the id the terminal and MLflow show
         return params
@@ -63,26 +67,26 @@ class ResumableOptunaSearch(OptunaSearch):
         """Align the restored searcher with the study; returns one note per change."""
         from optuna.trial import TrialState
 
-        storage = self._ot_study._storage
-        study_id = self._ot_study._study_id
+        storage, study_id = compat.study_storage(compat.search_study(self))
+        told = compat.search_told(self)
         notes = []
         by_number = {}
-        for trial_id, ot_trial in self._ot_trials.items():
+        for trial_id, ot_trial in compat.search_trials(self).items():
             by_number[ot_trial.number] = trial_id
-            if trial_id in self._completed_trials:
+            if trial_id in told:
                 continue
-            frozen = storage.get_trial(ot_trial._trial_id)
+            frozen = storage.get_trial(compat.storage_trial_id(ot_trial))
             if frozen.state.is_finished():
                 # finished after Ray's last snapshot: its result is in the study already
-                self._completed_trials.add(trial_id)
+                told.add(trial_id)
                 notes.append(f"trial {trial_id} had finished after Ray's last snapshot "
                              f"(Optuna {frozen.state.name}); its result is kept")
         for frozen in storage.get_all_trials(study_id, deepcopy=False):
             if frozen.number in by_number:
                 continue
             if frozen.state == TrialState.RUNNING:
-                storage.set_trial_user_attr(frozen._trial_id, "error", ORPHAN_REASON)
-                storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
+                storage.set_trial_user_attr(compat.storage_trial_id(frozen), "error", ORPHAN_REASON)
+                storage.set_trial_state_values(compat.storage_trial_id(frozen), TrialState.FAIL)
                 notes.append(f"Optuna trial {frozen.number} was started after Ray's last snapshot; marked FAIL")
             elif frozen.state == TrialState.COMPLETE and frozen.number > max(by_number, default=-1):
                 # Optuna forbids changing a finished trial: it stays, TPE may learn from it
@@ -95,17 +99,18 @@ class ResumableOptunaSearch(OptunaSearch):
         a restored trial's re-reported epoch shifts); each epoch is reported once."""
         import optuna
 
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        trials, told = compat.search_trials(self), compat.search_told(self)
+        if trial_id in told or trial_id not in trials:
             return
         epoch = result.get("epoch")
         if isinstance(epoch, (int, float)):
-            if int(epoch) in self._ot_trials[trial_id]._cached_frozen_trial.intermediate_values:
+            if int(epoch) in compat.intermediate_values(trials[trial_id]):
                 return  # a restored trial re-reports its checkpoint's epoch
             result = {**result, "training_iteration": int(epoch)}
         try:
             super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError:
-            self._completed_trials.add(trial_id)  # told already (a race with a restore): keep that
+            told.add(trial_id)  # told already (a race with a restore): keep that
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         epoch = None if error else self._last_epoch(trial_id, result)
@@ -114,12 +119,13 @@ class ResumableOptunaSearch(OptunaSearch):
             return
         if epoch is not None:
             self.on_trial_result(trial_id, result)  # the last epoch too: Tune passes it here only
-        if error and trial_id not in self._completed_trials and trial_id in self._ot_trials:
+        trials = compat.search_trials(self)
+        if error and trial_id not in compat.search_told(self) and trial_id in trials:
             from tuner.tracking.callback import error_of
 
+            storage, _ = compat.study_storage(compat.search_study(self))
             try:
-                self._ot_study._storage.set_trial_user_attr(
-                    self._ot_trials[trial_id]._trial_id, "error", error_of(trial_id))
+                storage.set_trial_user_attr(compat.storage_trial_id(trials[trial_id]), "error", error_of(trial_id))
             except Exception:  # an annotation must never stop the search
                 pass
         super().on_trial_complete(trial_id, result=result, error=error)
@@ -130,7 +136,7 @@ class ResumableOptunaSearch(OptunaSearch):
         intermediate values for several objectives)."""
         if not result or isinstance(self.metric, list):
             return None
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if trial_id in compat.search_told(self) or trial_id not in compat.search_trials(self):
             return None
         epoch, value = result.get("epoch"), result.get(self.metric)
         if isinstance(epoch, (int, float)) and isinstance(value, (int, float)) and math.isfinite(value):
@@ -145,10 +151,10 @@ class ResumableOptunaSearch(OptunaSearch):
 
         self.on_trial_result(trial_id, result)  # once per epoch: a re-reported epoch is skipped
         try:
-            self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
+            compat.search_study(self).tell(compat.search_trials(self)[trial_id], state=TrialState.PRUNED)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # told already (a race with a restore): keep that
-        self._completed_trials.add(trial_id)
+        compat.search_told(self).add(trial_id)
 
 
 def make_sampler(settings):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from trainables.core.config import TrainConfig
+from tuner import compat
 from tuner.tracking.mlflow_meta import data_digest, data_settings
 from tuner.settings import SearchError, SearchSettings, find_search
 
@@ -66,10 +67,7 @@ def space_distributions(space: Callable, samples: int = 96) -> tuple[dict[str, A
 
 
 def _contains(dist, value: Any) -> bool:
-    try:
-        return bool(dist._contains(dist.to_internal_repr(value)))
-    except (ValueError, TypeError, IndexError):
-        return False
+    return compat.distribution_contains(dist, value)
 
 
 def _fit(params: dict[str, Any], dists: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:

@@ -25,6 +25,8 @@ from mlflow.entities import DatasetInput, InputTag
 from mlflow.types.schema import Schema, TensorSpec
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
+from tuner import compat
+
 
 def source_of(source: dict[str, str]) -> DatasetSource:
     """A local file or folder (`{"uri": ...}`: MLflow's `local` source) or the code that makes the
@@ -66,4 +68,4 @@ class SearchDataset(Dataset):
 
 def dataset_input(record: dict[str, Any], context: str = "training") -> DatasetInput:
     """What `MlflowClient.log_inputs(run_id, datasets=[...])` takes for this record."""
-    return DatasetInput(SearchDataset(record)._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
+    return DatasetInput(compat.dataset_entity(SearchDataset(record)), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
