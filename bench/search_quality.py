@@ -65,6 +65,9 @@ STRATEGIES: dict[str, dict[str, Any] | None] = {
     "tpe_noes": {"num_samples": 24, "scheduler": "none"},
     "gp_noes": {"num_samples": 24, "sampler": "gp", "scheduler": "none"},
     "grace4": {"num_samples": 64, "grace_period": 4},  # a candidate against the default's failure at 64 trials
+    # the presets' CLL losses cut to the three strong ones (the pools' finding; URE-TNN games val_scel_ts)
+    "strong16": {"num_samples": 16, "losses": ["scl_nl", "scl_exp", "fwd"]},
+    "strong": {"num_samples": 64, "losses": ["scl_nl", "scl_exp", "fwd"]},
     "random_noes": None,
     "random_asha": None,
 }
@@ -78,6 +81,8 @@ LABELS = {
     "tpe_noes": "TPE, no early stopping",
     "gp_noes": "GP (Optuna GPSampler), no early stopping",
     "grace4": "default, 64 trials, but ASHA grace 4 epochs",
+    "strong16": "default, 16 trials, losses scl_nl / scl_exp / fwd only",
+    "strong": "default, 64 trials, losses scl_nl / scl_exp / fwd only",
     "random_noes": "random, no early stopping",
     "random_asha": "random + ASHA",
 }
@@ -96,6 +101,7 @@ def settings_for(out: Path, strategy: str, dataset: str, space: str, seed: int, 
     from tuner.settings import SearchSettings
 
     changes = dict(STRATEGIES.get(strategy) or {})
+    changes.pop("losses", None)  # not a setting: run_search_record narrows the presets' choice
     if trials is not None:
         changes["num_samples"] = trials
     return SearchSettings(
@@ -118,6 +124,11 @@ def run_search_record(strategy: str, dataset: str, space: str, seed: int, trials
     from tuner.search.searcher import RAY_TRIAL_ATTR
 
     settings = settings_for(work, strategy, dataset, space, seed, trials)
+    losses = (STRATEGIES.get(strategy) or {}).get("losses")
+    if losses:  # the define-by-run space runs in this (the driver's) process
+        import search_spaces.presets as presets
+
+        presets.COMPLEMENTARY_LOSSES[:] = losses
     t0 = time.time()
     run_search(settings, echo=lambda line: None)
     wall = time.time() - t0
