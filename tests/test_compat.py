@@ -156,3 +156,11 @@ def test_quiet_logs_restores_what_a_search_changed(monkeypatch):
     with pytest.raises(RuntimeError), quiet_logs():
         raise RuntimeError("trial setup failed")
     assert tune_logger.level == logging.INFO and "RAY_AIR_NEW_OUTPUT" not in os.environ
+
+
+def test_mlflow_installed_packages_scan():
+    from mlflow.utils import requirements_utils
+
+    assert callable(requirements_utils._init_modules_to_packages_map)
+    compat.mlflow_scan_installed_packages()
+    assert requirements_utils._MODULES_TO_PACKAGES  # the map log_model reads is built

@@ -22,6 +22,15 @@ def small(**kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
+def assert_learns(result, chance: float = 0.1, margin: float = 0.05) -> None:
+    """Five epochs on digits: the training loss fell and the test accuracy is above chance (10 classes)
+    by the margin (measured: 0.18-0.46 across these settings, 0.10 is chance)."""
+    first, last = result.history[0], result.history[-1]
+    assert torch.isfinite(torch.tensor(last["train_loss"]))
+    assert last["train_loss"] < first["train_loss"], (first["train_loss"], last["train_loss"])
+    assert last["test_acc"] > chance + margin, last["test_acc"]
+
+
 def strip(history):
     return [{k: v for k, v in h.items() if k not in TIMING} for h in history]
 
@@ -46,20 +55,18 @@ def test_mix_levels(digits, method, level):
         with pytest.raises(ConfigError, match="cutmix needs images of at least 16x16 pixels, these are 8x8"):
             fit(cfg, digits)
         return
-    assert torch.isfinite(torch.tensor(fit(cfg, digits).final["train_loss"]))
+    assert_learns(fit(small(method=method, mix_level=level, K=2 if "multimix" in method else 1, epochs=5), digits))
 
 
 @pytest.mark.parametrize("loss", ["scl_nl", "scl_exp", "fwd", "ure_ga", "ure_tnn", "pc"])
 def test_every_cll_loss_with_icm(digits, loss):
-    m = fit(small(method="icm", loss=loss), digits).final
-    assert torch.isfinite(torch.tensor(m["train_loss"]))
+    assert_learns(fit(small(method="icm", loss=loss, epochs=5), digits))
 
 
 def test_cnn_and_label_variants(digits):
-    cfg = small(model="cnn", method="icm", cl_type="multiple", num_cl=3, imbalance_ratio=5.0, cl_noise=0.1)
-    assert torch.isfinite(torch.tensor(fit(cfg, digits).final["train_loss"]))
-    biased = small(method="mixup", cl_type="biased", loss="fwd")
-    assert torch.isfinite(torch.tensor(fit(biased, digits).final["train_loss"]))
+    cfg = small(model="cnn", method="icm", cl_type="multiple", num_cl=3, imbalance_ratio=5.0, cl_noise=0.1, epochs=5)
+    assert_learns(fit(cfg, digits))
+    assert_learns(fit(small(method="mixup", cl_type="biased", loss="fwd", epochs=5), digits))
 
 
 def test_same_seed_identical_metrics_other_seed_differs(digits):
@@ -127,5 +134,4 @@ def test_core_imports_no_ray_optuna_mlflow():
 
 def test_bf16_autocast_path_runs_on_cpu(digits):
     # the CUDA default (bf16 autocast) exercised on the CPU: losses still computed in fp32
-    m = fit(small(method="infinite_class", precision="bf16", model="cnn"), digits).final
-    assert torch.isfinite(torch.tensor(m["train_loss"]))
+    assert_learns(fit(small(method="infinite_class", precision="bf16", model="cnn", epochs=5), digits))

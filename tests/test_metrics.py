@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainables.core.metrics import accuracy, expected_calibration_error, noise_rate, pair_impurity
+from trainables.core.metrics import (accuracy, expected_calibration_error, impure_pairs, noise_rate, noisy_rows,
+                                     pair_impurity)
 
 
 def rows(confs, labels_pred):
@@ -58,8 +59,10 @@ def test_noise_rate_hand():
     y = torch.tensor([0, 1, 2, 2])
     got = noise_rate(mixed, y)
     assert isinstance(got, float) and got == pytest.approx(0.5)
+    assert noisy_rows(mixed, y).item() == 2  # what fit sums batch by batch
 
 
 def test_pair_impurity_hand():
     got = pair_impurity(torch.tensor([0, 1, 2, 3, 3]), torch.tensor([0, 2, 2, 1, 3]))
     assert isinstance(got, float) and got == pytest.approx(2 / 5)
+    assert impure_pairs(torch.tensor([0, 1, 2, 3, 3]), torch.tensor([0, 2, 2, 1, 3])).item() == 2

@@ -12,7 +12,12 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.core.models import MODELS, MixNet, ResNet, build_model, param_count
+from trainables.core.models import MODELS, MixNet, ResNet, build_model
+
+
+def param_count(model: nn.Module) -> int:
+    """Number of parameters (trainable or not; BN running stats are buffers, not counted)."""
+    return sum(p.numel() for p in model.parameters())
 
 C = 10  # classes
 B = 2  # batch size: BatchNorm in train mode needs > 1 sample

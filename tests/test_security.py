@@ -61,14 +61,14 @@ def test_checkpoint_loader_refuses_code(tmp_path):
     """A checkpoint holding a pickled object (code on load) is refused, not executed."""
     from ray import tune
 
-    from trainables.trainable import STATE_FILE, load_state
+    from trainables.trainable import CHECKPOINT_FILE, load_state
 
     class Evil:
         def __reduce__(self):
             return (os.system, (f"touch {tmp_path / 'pwned'}",))
 
     (tmp_path / "ckpt").mkdir()
-    torch.save({"epoch": 1, "x": Evil()}, tmp_path / "ckpt" / STATE_FILE)
+    torch.save({"epoch": 1, "x": Evil()}, tmp_path / "ckpt" / CHECKPOINT_FILE)
     with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
         load_state(tune.Checkpoint.from_directory(str(tmp_path / "ckpt")))
     assert not (tmp_path / "pwned").exists()

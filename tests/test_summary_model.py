@@ -15,7 +15,7 @@ from ray import tune
 
 from trainables.core.config import TrainConfig
 from trainables.core.models import build_model
-from trainables.trainable import STATE_FILE
+from trainables.trainable import CHECKPOINT_FILE
 from tuner.tracking import callback as tracking
 from tuner.settings import SearchSettings
 
@@ -37,7 +37,7 @@ def _search(tmp_path: Path, register: str | None = None):
     model = build_model("mlp", IN_SHAPE, 10, 8)
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    torch.save({"model": model.state_dict(), "in_shape": list(IN_SHAPE), "num_classes": 10}, ckpt / STATE_FILE)
+    torch.save({"model": model.state_dict(), "in_shape": list(IN_SHAPE), "num_classes": 10}, ckpt / CHECKPOINT_FILE)
     rows = [{"trial_id": t, "config": {"lr": lr}, "metrics": {"val_acc": acc, "epoch": 1.0}, "error": None,
              "checkpoint": tune.Checkpoint.from_directory(str(ckpt)) if t == "a" else None, "path": str(tmp_path)}
             for t, lr, acc in (("a", 0.1, 0.9), ("b", 0.01, 0.5))]

@@ -27,7 +27,7 @@ from trainables.core.config import TrainConfig
 from trainables.core.data import Dataset
 from trainables.core.fit import fit
 
-STATE_FILE = "state.pt"
+CHECKPOINT_FILE = "state.pt"
 
 _WORKER_DATA: dict[str, Dataset] = {}  # object id -> dataset, this worker's one cached copy
 
@@ -99,7 +99,7 @@ def report_with_checkpoint(report: dict[str, Any], folder: str) -> None:
 def load_state(checkpoint: tune.Checkpoint) -> dict[str, Any]:
     with checkpoint.as_directory() as d:
         # weights_only: a checkpoint is data (tensors, numbers, strings), never code
-        return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+        return torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
 
 
 def train_trial(
@@ -122,7 +122,7 @@ def train_trial(
             tune.report(report)
             return
         with tempfile.TemporaryDirectory() as d:
-            torch.save(make_state(), os.path.join(d, STATE_FILE))
+            torch.save(make_state(), os.path.join(d, CHECKPOINT_FILE))
             report_with_checkpoint(report, d)
 
     if resume is not None and resume.get("history"):

@@ -135,6 +135,15 @@ def dataset_entity(dataset) -> Any:
     return dataset._to_mlflow_entity()
 
 
+def mlflow_scan_installed_packages() -> None:
+    """Build MLflow's map of installed packages now (mlflow/utils/requirements_utils.py,
+    `_init_modules_to_packages_map`): `log_model` builds it first, seconds on a large environment.
+    A release without it loses only this head start."""
+    from mlflow.utils import requirements_utils
+
+    getattr(requirements_utils, "_init_modules_to_packages_map", lambda: None)()
+
+
 # ----------------------------------------------------------------------------- Ray: `ray up` checks
 # ray/autoscaler/_private/util.py: `prepare_config` (fills a cluster file's defaults) and
 # `validate_config` (the schema and cross-field checks `ray up` runs).

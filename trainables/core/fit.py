@@ -31,7 +31,8 @@ from .config import ConfigError, TrainConfig
 from .errors import DivergedError
 from .data import Dataset
 from .losses import candidate_targets, get_loss, infinite_class_loss
-from .metrics import accuracy_t, complementary_validation, expected_calibration_error_t, ordinary_validation
+from .metrics import (accuracy_t, complementary_validation, expected_calibration_error_t, impure_pairs, noisy_rows,
+                      ordinary_validation)
 from .mixing import (
     ClusterIndex,
     check_cutmix_shape,
@@ -351,7 +352,7 @@ def fit(
                         logits = forward(mix_inputs(x, xp, lam))
                 target = mix_targets(t, data.targets[pairs.partner], lam)  # (B*K, C)
                 if diagnose:
-                    impure += (repeat_anchor(data.y[idx], K) != repeat_anchor(data.y[pairs.partner], K)).sum()
+                    impure += impure_pairs(repeat_anchor(data.y[idx], K), repeat_anchor(data.y[pairs.partner], K))
                 mixed_seen += B * K
             if spec.contrastive:
                 contrast = candidate_targets(target) if complementary else target
@@ -367,7 +368,7 @@ def fit(
             if complementary and diagnose:
                 # ICM's noise: the (mixed) complementary vector puts weight on the true class
                 anchor_y = data.y[idx] if spec.pairing is None else repeat_anchor(data.y[idx], K)
-                noisy += (target.gather(1, anchor_y[:, None]) > 0).sum()
+                noisy += noisy_rows(target, anchor_y)
             seen += B
         sched.step()
         train_loss = float(loss_sum) / max(seen, 1)  # sync point: the epoch's only one in training

@@ -167,15 +167,13 @@ def ure_partial_risks(logits: Tensor, target: Tensor, Q: Tensor | None = None, c
     complementary label (its partial risks are per CL, so their signs mean something
     else); this grouping is Ishida's.
 
-    What was wrong before: R_k was the batch mean of w_ik l_ik (w = t Q^{-1}), i.e. the
-    group means weighted by the batch's own share of each CL, n_k / B, instead of its
-    prior. The sign of R_k then follows the batch's composition: at uniform predictions
-    R_k = (1 - (C-1) n_k / B) log C, negative whenever CL k is drawn more than B / (C-1)
-    times. With B = 256, C = 10 that holds for some k in ~99% of batches at initialisation,
-    so URE-GA took its ascent branch nearly every step, and ascending R_k raises p_k on the
-    examples whose CL is k: the model learned to predict complementary labels (0.5-6% test
-    accuracy on digits, chance 10%). Prior weights make R_k = (1 - (C-1) ccp_k) log C > 0
-    there, whatever the batch.
+    Why the prior and not the batch's own share of each CL (n_k / B, what the batch mean of
+    w_ik l_ik with w = t Q^{-1} gives): with batch shares the sign of R_k follows the batch's
+    composition; at uniform predictions R_k = (1 - (C-1) n_k / B) log C, negative whenever CL k
+    is drawn more than B / (C-1) times, which with B = 256, C = 10 holds for some k in ~99% of
+    batches. URE-GA would then ascend nearly every step, raising p_k on the examples whose CL
+    is k: the model would learn to predict complementary labels. With prior weights
+    R_k = (1 - (C-1) ccp_k) log C > 0 there, whatever the batch.
 
     `ccp` defaults to Q's column means (P(cl) under a uniform class prior; 1/C for uniform
     Q), not to the training set's empirical CL frequencies: on ~1300 digits rows those are

@@ -134,8 +134,9 @@ def complementary_validation(logits: Tensor, target: Tensor, Q: Tensor, Q_inv: T
 
 
 # ----------------------------------------------------------------------------- diagnostics
-def noise_rate(mixed_target: Tensor, y_true: Tensor) -> float:
-    """Share of mixed complementary-label rows that put weight (> 0) on the anchor's true class.
+def noisy_rows(mixed_target: Tensor, y_true: Tensor) -> Tensor:
+    """Count (0-d tensor, no host sync) of mixed complementary-label rows that put weight (> 0)
+    on the anchor's true class: the numerator of the noise rate, summed by `fit` batch by batch.
 
     Mai & Lin, 2025, "Intra-Cluster Mixup: An Effective Data Augmentation Technique for
     Complementary-Label Learning" (TMLR): mixing complementary labels creates noise, a mixed
@@ -145,10 +146,19 @@ def noise_rate(mixed_target: Tensor, y_true: Tensor) -> float:
     unordered pair enters twice when both orders are mixed. mixed_target (N, C), y_true
     (N,) the true label of the anchor (first) example of each mix.
     """
-    on_true = mixed_target.gather(1, y_true.long().unsqueeze(1)).squeeze(1)  # (N,)
-    return (on_true > 0).float().mean().item()  # sync point
+    return (mixed_target.gather(1, y_true.long().unsqueeze(1)) > 0).sum()
+
+
+def impure_pairs(y_anchor: Tensor, y_partner: Tensor) -> Tensor:
+    """Count (0-d tensor, no host sync) of mixing pairs whose true labels differ. (N,) integer each."""
+    return (y_anchor != y_partner).sum()
+
+
+def noise_rate(mixed_target: Tensor, y_true: Tensor) -> float:
+    """Share of rows `noisy_rows` counts."""
+    return noisy_rows(mixed_target, y_true).item() / max(len(y_true), 1)  # sync point
 
 
 def pair_impurity(y_anchor: Tensor, y_partner: Tensor) -> float:
-    """Share of mixing pairs whose true labels differ. y_anchor, y_partner (N,) integer."""
-    return (y_anchor != y_partner).float().mean().item()  # sync point
+    """Share of pairs `impure_pairs` counts."""
+    return impure_pairs(y_anchor, y_partner).item() / max(len(y_anchor), 1)  # sync point

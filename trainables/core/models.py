@@ -26,7 +26,7 @@ from typing import Callable
 
 from torch import Tensor, nn
 
-__all__ = ["MixNet", "MLP", "MLP1", "SmallCNN", "ResNet", "MODELS", "build_model", "param_count"]
+__all__ = ["MixNet", "MLP", "MLP1", "SmallCNN", "ResNet", "MODELS", "build_model"]
 
 MixFn = Callable[[Tensor], Tensor]
 
@@ -273,8 +273,3 @@ def build_model(
     if name == "auto":
         name = auto_model_name(in_shape)
     return MODELS[name](in_shape, num_classes, hidden)
-
-
-def param_count(model: nn.Module) -> int:
-    """Number of parameters (trainable or not; BN running stats are buffers, not counted)."""
-    return sum(p.numel() for p in model.parameters())

@@ -9,11 +9,11 @@ trials cannot report is a one-line error. `pick_best` is the one rule the summar
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from trainables.core.metric_table import METRICS, default_metric, reads_true_labels_note, selectable
 from tuner.settings import SearchError, SearchSettings
+from tuner.tracking.mlflow_meta import finite_number
 
 
 def resolve_metric(metric: str | None, mode: str | None, labels: str, val: bool, test: bool,
@@ -82,9 +82,6 @@ def metric_columns(metric: str) -> list[str]:
     return [*first, *rest, "epoch"]
 
 
-def number(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
-
 
 def pick_best(rows: list[dict[str, Any]], metric: str, mode: str, epochs: int) -> dict[str, Any] | None:
     """Best trial by its last reported metric, preferring trials that ran every epoch.
@@ -93,7 +90,7 @@ def pick_best(rows: list[dict[str, Any]], metric: str, mode: str, epochs: int) -
     result). A trial ASHA stopped early ran a different learning-rate schedule than its
     config describes, so a retrain from its config would not reproduce its number.
     """
-    ok = [r for r in rows if r["error"] is None and number(r["metrics"].get(metric)) is not None]
+    ok = [r for r in rows if r["error"] is None and finite_number(r["metrics"].get(metric)) is not None]
     full = [r for r in ok if r["metrics"].get("epoch") == epochs]
     pool = full or ok
     if not pool:
@@ -109,8 +106,8 @@ def with_test(metrics: dict[str, Any], metric: str) -> str:
     still read apart where the best one is named.
     """
     names = metric.split(",")
-    text = " ".join(f"{m} {metrics[m]:.6f}" if number(metrics.get(m)) is not None else f"{m} -" for m in names)
-    test = number(metrics.get("test_acc"))
+    text = " ".join(f"{m} {metrics[m]:.6f}" if finite_number(metrics.get(m)) is not None else f"{m} -" for m in names)
+    test = finite_number(metrics.get("test_acc"))
     if "test_acc" not in names and test is not None:
         text += f" (test_acc {test:.4f})"
     return text

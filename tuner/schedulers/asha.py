@@ -113,14 +113,14 @@ class JournaledASHA(ASHAScheduler):
         else:
             decision = super().on_trial_result(tune_controller, trial, result)
         if t is not None and isinstance(value, (int, float)):
-            self._write({"trial": trial.trial_id, "t": t, "value": _number(value), "decision": decision})
+            self._write({"trial": trial.trial_id, "t": t, "value": float(value), "decision": decision})
         return decision
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
         time_attr, metric = compat.asha_observed(self)
         t, value = (result or {}).get(time_attr), (result or {}).get(metric)
         if t is not None and isinstance(value, (int, float)):
-            self._write({"trial": trial.trial_id, "t": t, "value": _number(value), "event": "complete"})
+            self._write({"trial": trial.trial_id, "t": t, "value": float(value), "event": "complete"})
         super().on_trial_complete(tune_controller, trial, result)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -129,6 +129,3 @@ class JournaledASHA(ASHAScheduler):
         state.update(_replayed=False, _stopped_at={})
         return state
 
-
-def _number(v: float) -> float:
-    return float(v)  # NaN and inf too (json writes them as NaN, Infinity): ASHA records them as they are

@@ -100,14 +100,14 @@ def trial_run_name(base: dict[str, Any], config: dict[str, Any], trial_id: str) 
 
 # ----------------------------------------------------------------------------- the dataset
 # the settings that make the data a run learns from, beyond the arrays: its labels and splits
-DATA_FIELDS = ("labels", "val_fraction", "data_seed", "imbalance_ratio")
+DIGEST_FIELDS = ("labels", "val_fraction", "data_seed", "imbalance_ratio")
 GENERATED_FIELDS = ("cl_type", "num_cl", "cl_noise")  # only for generated complementary labels
 CODE_SOURCES = {"digits": "sklearn.datasets.load_digits"}
 
 
 def data_settings(values: dict[str, Any]) -> dict[str, Any]:
     """The data-defining settings of a config (a TrainConfig's dict), in a fixed order."""
-    fields = DATA_FIELDS + (GENERATED_FIELDS if values.get("labels") == "complementary" else ())
+    fields = DIGEST_FIELDS + (GENERATED_FIELDS if values.get("labels") == "complementary" else ())
     return {f: values.get(f) for f in fields}
 
 
@@ -170,7 +170,8 @@ def dataset_record(data: dict[str, Any], values: dict[str, Any]) -> dict[str, An
 
 
 # ----------------------------------------------------------------------------- the trial table
-def _number(v: Any) -> float | None:
+def finite_number(v: Any) -> float | None:
+    """v as a float when it is a finite int or float (not a bool), else None: a metric a table or rule can use."""
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
@@ -197,7 +198,7 @@ def trial_table(rows: list[dict[str, Any]], base: dict[str, Any], metrics: list[
     sign = -1.0 if modes and modes[0] == "max" else 1.0
 
     def order(r: dict[str, Any]) -> tuple[bool, float]:
-        v = _number(r["metrics"].get(metrics[0])) if metrics else None
+        v = finite_number(r["metrics"].get(metrics[0])) if metrics else None
         return (v is None or r["error"] is not None, sign * v if v is not None else 0.0)
 
     table: dict[str, list] = {c: [] for c in ("trial_id", "run_name", "run_id", "status", "epochs", *shown, *params)}
@@ -211,7 +212,7 @@ def trial_table(rows: list[dict[str, Any]], base: dict[str, Any], metrics: list[
         table["status"].append(trial_status(r, epochs))
         table["epochs"].append(None if epoch is None else int(epoch))
         for m in shown:
-            table[m].append(_number(r["metrics"].get(m)))
+            table[m].append(finite_number(r["metrics"].get(m)))
         for p in params:
             v = r["config"].get(p)
             table[p].append(v if v is None or isinstance(v, (int, float, str, bool)) else str(v))

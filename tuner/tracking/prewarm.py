@@ -28,17 +28,18 @@ def prewarm() -> None:
 
     def work() -> None:
         try:
-            import matplotlib.pyplot  # noqa: F401
+            # plots first: it picks matplotlib's backend and then imports pyplot, under its own import
+            # lock. A pyplot import started here before it would let another thread's import of
+            # plots call matplotlib.use on a half-imported pyplot (the trials' learning curves).
+            import tuner.tracking.plots  # noqa: F401
             import mlflow.pytorch  # noqa: F401
             import pandas  # noqa: F401
-
-            import tuner.tracking.plots  # noqa: F401
             import torch.export  # noqa: F401
             from mlflow.models import infer_signature  # noqa: F401
-            from mlflow.utils import requirements_utils
 
-            # what log_model's requirement check builds first (a scan of every installed package)
-            getattr(requirements_utils, "_init_modules_to_packages_map", lambda: None)()
+            from tuner import compat
+
+            compat.mlflow_scan_installed_packages()  # what log_model's requirement check does first
         except Exception:
             pass  # only a head start: the summary imports what it needs anyway
 
