@@ -7,8 +7,8 @@ the space searches is pinned (every trial uses it), and `config=` (a TrainConfig
 or a YAML file, as `--config`) is the base the space varies. `seed` is the training seed,
 as `--seed`; the sampler's seed is `search_seed`, as `--search-seed`.
 
-The defaults are `SearchSettings`' own, but for `max_concurrent`, which the CLI sizes to
-the CPUs (`tuner/commands.py`, cmd_search): the same rule here.
+The defaults are `SearchSettings`' own, but for `max_concurrent`, which both size to the CPUs:
+the settings themselves are built by `tuner.search.space.search_settings`, as the CLI's are.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 from mixtune.errors import MixtuneError
 from trainables.core.config import TrainConfig, field_types
-from tuner.settings import SearchSettings, default_max_concurrent, default_name
+from tuner.settings import SearchSettings
 
 # SearchSettings fields a search fills in itself (or takes as `space=` / `config=`)
 INTERNAL = ("space", "base", "space_doc", "data", "parent_run_id", "experiment_id", "created")
@@ -116,27 +116,15 @@ def train_config(config: Any, changes: dict[str, Any]) -> TrainConfig:
 
 
 def build_settings(space: str | os.PathLike, config: Any, options: dict[str, Any]) -> SearchSettings:
-    """The SearchSettings `mixtune search` builds from the same flags (tuner/commands.py, cmd_search)."""
-    from tuner.search.space import load_space_file, with_flags
+    """The SearchSettings `mixtune search` builds from the same flags: both call
+    `tuner.search.space.search_settings`."""
+    from tuner.search.space import search_settings
 
     if not isinstance(space, (str, os.PathLike)):
         raise MixtuneError(f"space must be a preset name or a YAML file's path, not {type(space).__name__}")
-    space = os.fspath(space)
     search, fixed = split_options(options)
     base = train_config(config, fixed).to_dict()
-    space_doc = None
-    if space.endswith((".yaml", ".yml")) or os.path.sep in space:
-        space_doc, _ = load_space_file(space)  # a bad file fails here, in one line
-    # fixed values win over the space: those it searches are pinned (tuner/search/space.py)
-    space_doc = with_flags(space_doc, space, {k: base[k] for k in fixed})
-    other_data = search.pop("warm_start_other_data", False)
-    if "max_concurrent" not in search:  # the CLI's default: as many trials as the CPUs hold
-        per_trial = search.get("cpus_per_trial", SearchSettings.__dataclass_fields__["cpus_per_trial"].default)
-        search["max_concurrent"] = default_max_concurrent(search.get("num_cpus"), per_trial)
-    name = search.pop("name", None) or default_name(space, base)
-    settings = SearchSettings(name=name, space=space, space_doc=space_doc, base=base, **search)
-    settings.warm_start_other_data = other_data  # read by warmstart.plan (as cmd_search sets it)
-    return settings
+    return search_settings(os.fspath(space), base, {k: base[k] for k in fixed}, **search)
 
 
 def argument_names() -> list[str]:

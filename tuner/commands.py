@@ -7,7 +7,6 @@ user can fix propagate as one-line exceptions for `cli.main` to print.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from tuner.flags import add_config_flags, config_from_args
@@ -27,25 +26,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- search
 def cmd_search(args: argparse.Namespace) -> int:
     from tuner.execution.execute import run_search
-    from tuner.settings import SearchSettings, default_max_concurrent, default_name
-    from tuner.search.space import load_space_file, with_flags
     from tuner.report.summary_text import print_outcome
+    from tuner.search.space import search_settings
 
     base = config_from_args(args).to_dict()
-    space_doc = None
-    if args.space.endswith((".yaml", ".yml")) or os.path.sep in args.space:
-        space_doc, _ = load_space_file(args.space)  # a bad file fails here, in one line
-    # values given as flags win over the space: those it searches are pinned (tuner/search/space.py)
-    space_doc = with_flags(space_doc, args.space, {k[4:]: base[k[4:]] for k in vars(args) if k.startswith("cfg.")})
-    settings = SearchSettings(
-        name=args.name or default_name(args.space, base),
-        space=args.space,
-        space_doc=space_doc,
-        base=base,
+    given = {k[4:]: base[k[4:]] for k in vars(args) if k.startswith("cfg.")}  # flags beside the space: pinned
+    settings = search_settings(
+        args.space, base, given,
+        name=args.name,
         metric=args.metric,
         mode=args.mode,
         num_samples=args.num_samples,
-        max_concurrent=args.max_concurrent or default_max_concurrent(args.num_cpus, args.cpus_per_trial),
+        max_concurrent=args.max_concurrent,
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
         grace_period=args.grace_period,

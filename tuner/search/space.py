@@ -21,7 +21,7 @@ from typing import Any, Callable
 from search_spaces.presets import SpaceContext, get_preset
 from search_spaces.yaml_space import SpaceError, space_from_dict
 from trainables.core.config import ConfigError, TrainConfig
-from tuner.settings import SearchSettings
+from tuner.settings import SearchSettings, default_max_concurrent, default_name
 
 # the data every trial of a search must share: a space that varied them would compare
 # trials on different validation rows (and labels)
@@ -84,6 +84,26 @@ def with_flags(space_doc: Any, space: str, given: dict[str, Any]) -> Any:
     if not given:
         return space_doc
     return {**(space_doc if space_doc is not None else {"preset": space}), "pinned": dict(given)}
+
+
+def search_settings(space: str, base: dict[str, Any], given: dict[str, Any], name: str | None = None,
+                    **options: Any) -> SearchSettings:
+    """The settings of a search of `space` (a preset's name or a YAML file) over `base` (TrainConfig
+    values): the one builder `mixtune search` (tuner/commands.py) and `mixtune.search` both call.
+
+    given: the TrainConfig values the user gave beside the space (flags, keywords): those the
+    space searches are pinned. options: SearchSettings fields; `max_concurrent` None (or left
+    out) is as many trials as the CPUs hold. A bad space file fails here, in one line.
+    """
+    space_doc = None
+    if space.endswith((".yaml", ".yml")) or os.path.sep in space:
+        space_doc, _ = load_space_file(space)
+    space_doc = with_flags(space_doc, space, given)
+    if options.get("max_concurrent") is None:
+        per_trial = options.get("cpus_per_trial", SearchSettings.__dataclass_fields__["cpus_per_trial"].default)
+        options["max_concurrent"] = default_max_concurrent(options.get("num_cpus"), per_trial)
+    return SearchSettings(name=name or default_name(space, base), space=space, space_doc=space_doc, base=base,
+                          **options)
 
 
 def pin(space: Callable, settings: SearchSettings) -> Callable:
