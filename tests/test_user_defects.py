@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -98,7 +99,7 @@ def test_interrupt_counts_finished_and_running_apart(tmp_path, ray_shutdown):
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C as the first trial finishes, the other two running
 
     ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
-    progress = Progress("val_acc", "max", 5, echo=echo, epochs=29)
+    progress = Progress("val_acc", "max", 5, echo=echo, epochs=29, folder=str(tmp_path))
     tuner = tune.Tuner(trainable, param_space={"i": tune.grid_search([0, 1, 2, 3, 4])},
                        tune_config=tune.TuneConfig(max_concurrent_trials=3),
                        run_config=tune.RunConfig(storage_path=str(tmp_path), callbacks=[progress], verbose=0))
@@ -109,7 +110,11 @@ def test_interrupt_counts_finished_and_running_apart(tmp_path, ray_shutdown):
                                     "last checkpoint)")
     from tuner.report.progress import stop_text
 
-    assert stop_text() == progress.stop_text()  # what the driver's stop line reads (tuner/execution/execute.py)
+    assert stop_text(tmp_path) == progress.stop_text()  # what the driver's stop line reads (tuner/execution/execute.py)
+    from tuner.tracking.callback import end_search
+
+    end_search(SimpleNamespace(folder=tmp_path))  # the search's state goes with it
+    assert stop_text(tmp_path) is None
 
 
 # ----------------------------------------------------------------------------- item 7: exported paths

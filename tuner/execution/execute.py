@@ -217,7 +217,7 @@ def execute(settings: SearchSettings, dataset: Dataset, space: Callable, client,
             stop_ray()  # now, while quiet_logs still holds: its in-flight trials' errors are the stop's echo
         raise
     finally:
-        tracking.close_outbox(settings)
+        tracking.end_search(settings)
 
 
 def _freeze_at_exit() -> None:
@@ -241,7 +241,7 @@ def callbacks(settings: SearchSettings, echo) -> list:
     from tuner.report.progress import Progress
 
     return [tracking.MLflowTrials(settings), Progress(settings.metric, settings.mode, settings.num_samples, echo,
-                                                          settings.epochs),
+                                                          settings.epochs, folder=str(settings.folder)),
             FaultNotes(echo)]
 
 
@@ -268,7 +268,7 @@ def stopped(settings: SearchSettings, outbox, echo, done: int | None = None, say
     if say:
         from tuner.report.progress import stop_text
 
-        count = (stop_text() or f" after {done}/{settings.num_samples} trials") if done is not None else ""
+        count = (stop_text(settings.folder) or f" after {done}/{settings.num_samples} trials") if done is not None else ""
         echo(f"search {settings.name} stopped{count}; continue it with: mixtune resume {settings.folder}")
 
 

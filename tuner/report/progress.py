@@ -9,7 +9,6 @@ from ray import tune
 
 from tuner.report.selection import with_test
 
-_ACTIVE: list["Progress"] = []  # the Progress of the search running in this process (see stop_text)
 SHOWN = ("method", "k", "K", "alpha", "mix_level", "contrastive_weight", "loss", "lr")
 
 
@@ -28,19 +27,23 @@ def describe(config: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def stop_text() -> str | None:
-    """What the search running in this process had done when it stopped (`Progress.stop_text`);
-    None when no search's Progress was set up here."""
-    return _ACTIVE[0].stop_text() if _ACTIVE else None
+def stop_text(folder) -> str | None:
+    """What the search in `folder` had done when it stopped (its `Progress.stop_text`); None when
+    no Progress of that search was set up in this process."""
+    from tuner.tracking.callback import search_state
+
+    progress = search_state(folder).progress
+    return progress.stop_text() if progress is not None else None
 
 
 class Progress(tune.Callback):
     """Prints `[done/total, running] trial: metric (test_acc) — best so far (its test_acc, params)` lines."""
 
     def __init__(self, metric: str, mode: str, total: int, echo: Callable[[str], None] = print,
-                 epochs: int | None = None):
+                 epochs: int | None = None, folder=None):
         # several metrics ("a,b"): each trial's line shows them all; "best so far" is the front's size
         self.metric, self.mode, self.total, self.echo = metric, mode, total, echo
+        self.folder = folder  # the search's folder: its state holds this callback (stop_text)
         self.metrics, self.modes = metric.split(","), mode.split(",")
         self.best: tuple[float, str, str] | None = None  # value, "metric v (test_acc t)", params
         self.seen: list[dict[str, Any]] = []  # several metrics: every finished trial's last result
@@ -53,7 +56,10 @@ class Progress(tune.Callback):
 
     def setup(self, stop=None, num_samples=None, total_num_samples=None, **info):
         # the driver's callback of the search now running (a restored search unpickles its own)
-        _ACTIVE[:] = [self]
+        if getattr(self, "folder", None) is not None:
+            from tuner.tracking.callback import search_state
+
+            search_state(self.folder).progress = self
 
     def on_step_begin(self, iteration, trials, **info):
         if self.earlier is None:

@@ -34,9 +34,11 @@ class ResumableOptunaSearch(OptunaSearch):
     by ASHA) is told to the study as PRUNED when `record_pruned`.
     """
 
-    def __init__(self, *args, max_t: int | None = None, record_pruned: bool = True, **kwargs):
+    def __init__(self, *args, max_t: int | None = None, record_pruned: bool = True, folder: str | None = None,
+                 **kwargs):
         self.max_t = max_t
         self.record_pruned = record_pruned
+        self.folder = folder  # the search folder: where the driver keeps the trials' errors (tracking.search_state)
         super().__init__(*args, **kwargs)
 
     def _setup_study(self, mode) -> None:
@@ -125,7 +127,7 @@ class ResumableOptunaSearch(OptunaSearch):
 
             storage, _ = compat.study_storage(compat.search_study(self))
             try:
-                storage.set_trial_user_attr(compat.storage_trial_id(trials[trial_id]), "error", error_of(trial_id))
+                storage.set_trial_user_attr(compat.storage_trial_id(trials[trial_id]), "error", error_of(getattr(self, "folder", None) or "", trial_id))
             except Exception:  # an annotation must never stop the search
                 pass
         super().on_trial_complete(trial_id, result=result, error=error)
@@ -198,4 +200,5 @@ def make_searcher(settings, space, points: list | None = None) -> ResumableOptun
         storage=storage,
         max_t=settings.epochs,
         record_pruned=settings.record_pruned,
+        folder=str(settings.folder),
     )

@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -154,13 +155,36 @@ def _params(values: dict[str, Any]) -> list:
     return [Param(k, "None" if v is None else str(v)[:6000]) for k, v in values.items()]
 
 
-# trials this driver has seen, by Tune trial id: lets the searcher record a trial's error
-LIVE_TRIALS: dict[str, Any] = {}
+@dataclass
+class SearchState:
+    """What one search holds in this driver while it runs, dropped when it ends (`end_search`).
+
+    Tune pickles its callbacks and the searcher with the experiment and unpickles them on a
+    restore, so they cannot be handed these objects: each finds its search's state by the
+    search folder (`search_state`). Nothing outlives the search: a notebook that runs many
+    searches keeps no trials or outboxes of earlier ones.
+    """
+
+    folder: str
+    outbox: Outbox | None = None  # every MLflow write of the search (open_outbox)
+    trials: dict[str, Any] = field(default_factory=dict)  # Tune trials seen, by id: their errors for the study
+    progress: Any = None  # the search's Progress callback: what a stop line reports
 
 
-def error_of(trial_id: str) -> str:
-    """First line of a live trial's error (for the Optuna study), or 'unknown error'."""
-    trial = LIVE_TRIALS.get(trial_id)
+_SEARCHES: dict[str, SearchState] = {}  # search folder -> its state, while the search runs in this process
+
+
+def search_state(folder: str | Path) -> SearchState:
+    """The state of the search in `folder` (created on first use)."""
+    key = str(folder)
+    if key not in _SEARCHES:
+        _SEARCHES[key] = SearchState(key)
+    return _SEARCHES[key]
+
+
+def error_of(folder: str | Path, trial_id: str) -> str:
+    """First line of a trial's error as this driver saw it (for the Optuna study), or 'unknown error'."""
+    trial = search_state(folder).trials.get(trial_id)
     return _trial_error(trial) if trial is not None else "unknown error"
 
 
@@ -332,25 +356,21 @@ class Writer:
                 plt.close(fig)
 
 
-# one outbox per search folder in this process: the Tune callbacks restored from Ray's
-# snapshot are unpickled by Tune, so they find the driver's outbox here
-_OUTBOXES: dict[str, Outbox] = {}
-
-
 def open_outbox(settings: SearchSettings, echo: Callable[[str], None] = print, writer: Writer | None = None) -> Outbox:
     """The search's outbox, opened once per driver; it sends first what an earlier driver left."""
-    key = str(settings.folder)
-    if key not in _OUTBOXES:
-        _OUTBOXES[key] = Outbox(settings.folder / OUTBOX_FILE, writer or Writer(settings),
-                                where=redact_uri(settings.tracking_uri), echo=echo,
-                                limit=settings.tracking_outage_limit)
-    return _OUTBOXES[key]
+    state = search_state(settings.folder)
+    if state.outbox is None:
+        state.outbox = Outbox(settings.folder / OUTBOX_FILE, writer or Writer(settings),
+                              where=redact_uri(settings.tracking_uri), echo=echo,
+                              limit=settings.tracking_outage_limit)
+    return state.outbox
 
 
-def close_outbox(settings: SearchSettings) -> int:
-    """Stop the search's outbox; returns how many writes stay in its file for `mixtune sync`."""
-    box = _OUTBOXES.pop(str(settings.folder), None)
-    return box.close() if box is not None else 0
+def end_search(settings: SearchSettings) -> int:
+    """Drop the search's state and stop its outbox; returns how many writes stay in the outbox's
+    file for `mixtune sync`."""
+    state = _SEARCHES.pop(str(settings.folder), None)
+    return state.outbox.close() if state is not None and state.outbox is not None else 0
 
 
 class MLflowTrials(tune.Callback):
@@ -373,8 +393,7 @@ class MLflowTrials(tune.Callback):
 
     @property
     def outbox(self) -> Outbox:
-        key = str(self.settings.folder)
-        if key not in _OUTBOXES:
+        if search_state(self.settings.folder).outbox is None:
             self.settings.folder.mkdir(parents=True, exist_ok=True)
         return open_outbox(self.settings)
 
@@ -407,14 +426,14 @@ class MLflowTrials(tune.Callback):
             self.outbox.put({"op": "dataset", "dataset": dataset_record(self.settings.data, self.settings.base)})
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        LIVE_TRIALS[trial.trial_id] = trial
+        search_state(self.settings.folder).trials[trial.trial_id] = trial
         self._open(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         from tuner.tracking.prewarm import prewarm
 
         prewarm()  # the summary's imports, on a thread, from the first result on (once)
-        LIVE_TRIALS[trial.trial_id] = trial
+        search_state(self.settings.folder).trials[trial.trial_id] = trial
         self._open(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         if step <= self._last.get(trial.trial_id, 0):
