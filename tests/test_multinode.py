@@ -213,7 +213,8 @@ def two_nodes(tmp_path, request):
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
         # as `ray stop` does: a grace period after SIGTERM, then SIGKILL for what is left
-        deadline = time.time() + 15  # `ray stop` waits 16 s
+        # `ray stop` waits 16 s; a test cluster needs less (MIXTUNE_TEST_STOP_GRACE seconds, default 5)
+        deadline = time.time() + float(os.environ.get("MIXTUNE_TEST_STOP_GRACE", "5"))
         while session_members(sids) and time.time() < deadline:
             time.sleep(0.5)
         for pid in session_members(sids):
