@@ -19,7 +19,11 @@ k = 50 clusters on raw pixels, alpha 1, seed s = training seed = data_seed, 10% 
 * cross: the authors' model with today's recipe (which of model / recipe matters);
 * ladder: the authors' setting at train_fraction 0.1, 0.2, 0.4 (0.8 is the authors part);
 * encoder: the authors' setting with ICM and label sharing on the in-project encoder's clusters;
-* pc: PC's learning curve beside SCL-NL (and URE-GA) in four settings, one seed.
+* pc: PC's learning curve beside SCL-NL (and URE-GA) in four settings, one seed;
+* losses: the authors' setting with FWD and SCL-EXP (arms none, mixup, ICM, the authors' label sharing);
+* linear: the authors' recipe on a linear model (the authors' third model) on the same four arms;
+* digits: the authors' setting on scikit-learn's digits at train_fraction 0.2, 0.4, 0.8 (none, ICM, label
+  sharing): the size ladder on a second dataset.
 
 Three readings per run: the last epoch; the best epoch on the test set (what the ICM authors report:
 the test set doubles as validation; marked as such, never a user's number); the epoch with the lowest
@@ -52,7 +56,7 @@ from trainables.core.fit import fit, prepare
 from trainables.core.mixing import ClusterIndex
 
 MARK_START, MARK_END = "<!-- icm-protocol:start -->", "<!-- icm-protocol:end -->"
-PARTS = ("authors", "today", "pc", "ladder", "encoder", "cross")
+PARTS = ("authors", "today", "pc", "ladder", "encoder", "cross", "losses", "linear", "digits")
 CURVE = ("train_loss", "test_acc", "val_scel_ts", "val_acc_est", "noise_rate", "pair_impurity")
 
 # what sets a run apart besides the arm; epochs cut from the authors' 300 (see the report's budget line)
@@ -63,11 +67,13 @@ SETTINGS: dict[str, dict[str, Any]] = {
                   epochs=60),
     "cross": dict(model="mlp1", hidden=500, lr=1e-3, weight_decay=1e-4, batch_size=128, schedule="cosine",
                   epochs=60),
+    "linear": dict(model="linear", lr=1e-3, weight_decay=1e-5, batch_size=512, schedule="none", epochs=60),
 }
 SETTING_TEXT = {
     "authors": "MLP 784-500-10 (no BatchNorm), Adam lr 1e-3, wd 1e-5, batch 512, constant lr, 60 epochs",
     "today": "MLP 256-256 (BatchNorm), Adam lr 1e-3, wd 1e-4, batch 128, cosine, 60 epochs",
     "cross": "MLP 784-500-10 (no BatchNorm) with today's recipe (wd 1e-4, batch 128, cosine, 60 epochs)",
+    "linear": "linear model 784-10 with the authors' recipe (Adam lr 1e-3, wd 1e-5, batch 512, constant lr, 60 epochs)",
 }
 # arm -> (config changes, oracle clusters?)
 ARMS: dict[str, tuple[dict[str, Any], bool]] = {
@@ -100,9 +106,15 @@ SETTING_ARMS = {
     "encoder": ["none", "mixup", "icm_encoder", "share_in_batch_encoder"],
     "today": ["none", "mixup", "icm", "share_in_batch", "oracle_icm"],
     "cross": ["none", "mixup", "icm", "share_in_batch"],
+    "linear": ["none", "mixup", "icm", "share_in_batch"],
 }
 LADDER = (0.1, 0.2, 0.4)
 LADDER_ARMS = ("none", "icm", "share_in_batch")
+# the losses part: the authors' setting, SCL-NL's arms with the other two losses the issue names
+OTHER_LOSSES = ("fwd", "scl_exp")
+LOSS_ARMS = ("none", "mixup", "icm", "share_in_batch")
+# the digits ladder: 1,797 images (8x8), so the smallest MNIST fraction (~130 training rows here) is left out
+DIGITS_LADDER = (0.2, 0.4, 0.8)
 # PC's curve: (name, setting changes, losses); one seed, constant lr so one run is the whole curve
 PC_SETTINGS: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ("today's MLP (BatchNorm), batch 128, lr 1e-3, wd 1e-4", dict(model="mlp", hidden=256, lr=1e-3, weight_decay=1e-4,
@@ -124,7 +136,7 @@ PUBLISHED = ("Ishida et al.'s code as run in github.com/RoyalSkye/ATCL's README 
 class Protocol:
     def __init__(self, mnist_dir: str, cache_dir: str | None, seeds: tuple[int, ...]):
         self.mnist_dir, self.cache_dir, self.seeds = mnist_dir, cache_dir, seeds
-        self._data: dict[float, Dataset] = {}
+        self._data: dict[tuple[str, float], Dataset] = {}
         self.trained = 0
         self.train_seconds = 0.0
 
@@ -137,9 +149,10 @@ class Protocol:
         return TrainConfig(**values)
 
     def dataset(self, cfg: TrainConfig) -> Dataset:
-        if cfg.train_fraction not in self._data:
-            self._data[cfg.train_fraction] = load_dataset(cfg)
-        return self._data[cfg.train_fraction]
+        key = (cfg.dataset, cfg.train_fraction)
+        if key not in self._data:
+            self._data[key] = load_dataset(cfg)
+        return self._data[key]
 
     def _path(self, cfg: TrainConfig, oracle: bool) -> Path:
         root = Path(self.cache_dir) if self.cache_dir else default_cache_dir()
@@ -193,6 +206,16 @@ class Protocol:
                 for seed in self.seeds:
                     for arm in LADDER_ARMS:
                         out.append((self.config(SETTINGS["authors"], arm, seed, **ladder_changes(tf)), False))
+        elif part == "losses":
+            for loss in OTHER_LOSSES:
+                for seed in self.seeds:
+                    for arm in LOSS_ARMS:
+                        out.append((self.config(SETTINGS["authors"], arm, seed, loss=loss), False))
+        elif part == "digits":
+            for tf in DIGITS_LADDER:
+                for seed in self.seeds:
+                    for arm in LADDER_ARMS:
+                        out.append((self.config(SETTINGS["authors"], arm, seed, **digits_changes(tf)), False))
         elif part == "pc":
             for _, setting, losses in PC_SETTINGS:
                 for loss in losses:
@@ -210,6 +233,14 @@ def ladder_changes(tf: float) -> dict[str, Any]:
     if tf == 0.8:
         return {}
     return {"train_fraction": tf, "epochs": int(round(SETTINGS["authors"]["epochs"] * 0.8 / tf))}
+
+
+def digits_changes(tf: float) -> dict[str, Any]:
+    """The digits ladder sees as many examples as the authors' setting on MNIST (60 epochs of ~7,200 rows):
+    1,797 * tf * 0.9 training rows, so 334 epochs at 0.8 and 1,336 at 0.2."""
+    mnist_rows = 10000 * 0.8 * 0.9
+    return {"dataset": "digits", "train_fraction": tf,
+            "epochs": int(round(SETTINGS["authors"]["epochs"] * mnist_rows / (1797 * tf * 0.9)))}
 
 
 def oracle_clusters(x: torch.Tensor, y: torch.Tensor, k: int, seed: int) -> Clustering:
@@ -290,36 +321,23 @@ def render(proto: Protocol, features: list[str] | None) -> str:
              f"sets the training seed and data_seed (a fresh CL draw per seed); seeds {list(proto.seeds)}; CPU, "
              "one thread.")
     L.append("")
-    ran = {"encoder": proto.encoder_ran(), "cross": any(proto.run(c, o, train=False) for c, o in proto.part_runs("cross"))}
-    L.append("**What was cut to fit about 60 minutes of one core** (the issue's full protocol is ~3 h on 2 cores; "
-             "the machine was shared, load average 7-13 on its 2 cores, so runs took 2-4x their idle time): "
-             "3 seeds, not 5; 60 epochs in the authors' setting, not 300 (no mixing plateaus by epoch ~20 at "
-             "this size: a 150-epoch seed-0 run stayed within 88.1-88.6 from epoch 11 to 150; the last-quarter move column "
-             "shows what each curve still did); the authors re-create Adam every epoch, here it is created once; "
-             "SCL-NL only (no FWD, no SCL-EXP); no linear model; PCA and oracle features in the purity table "
-             "but only " + ("raw-pixel, oracle and encoder clusters trained on (encoder: the authors' setting "
-             "only, two arms)" if ran["encoder"] else "raw-pixel and oracle clusters trained on (the in-project "
-             "encoder's part did not run)") + "; fewer arms in "
-             "today's setting (none, mixup, icm, the authors' label sharing, oracle ICM) and in the ladder (no "
-             "mixup" + "".join(f"; train_fraction {tf} not run" for tf in LADDER if not any(
-                 _arm_values(proto, "ladder", a, **ladder_changes(tf)) for a in LADDER_ARMS)) + "); no digits ladder; " + ("the cross setting (authors' model, today's recipe) with four arms"
-             if ran["cross"] else "no cross setting (authors' model with today's recipe): not run") + "; PC's curve with one seed and 100-200 epochs; URE-GA not rerun in Ishida's recipe. The authors' label sharing gives a self-paired anchor weight 2(1-λ) on its "
-             "own CL (rows not summing to 1) and drops an anchor alone in its batch-cluster; here a self pair "
-             "keeps the anchor's row and a lone anchor pairs with itself; their one λ per batch is one λ per "
-             "example here (same distribution).")
+    L.append("**What was cut** (the issue's full protocol is ~3 h on 2 cores): " + "; ".join(cuts(proto)) + ". "
+             "The authors' label sharing gives a self-paired anchor weight 2(1-λ) on its own CL (rows not summing "
+             "to 1) and drops an anchor alone in its batch-cluster; here a self pair keeps the anchor's row and a "
+             "lone anchor pairs with itself; their one λ per batch is one λ per example here (same distribution).")
     L.append("")
     if features:
         L += ["**Clusters (k = 50, training rows of seed 0): purity and anchor-side pair noise (%, share of "
               "anchors whose same-cluster partner's CL is the anchor's true class)**", "",
               "| features | purity | pair noise |", "|---|---|---|", *features, ""]
     claims: list[str] = []
-    for part in ("authors", "encoder", "today", "cross"):
+    for part in ("authors", "encoder", "today", "cross", "linear"):
         table = settings_table(proto, part, claims)
         if table:
             L += table
-    lad = ladder_table(proto, claims)
-    if lad:
-        L += lad
+    L += losses_table(proto, claims)
+    L += ladder_table(proto, claims)
+    L += digits_table(proto, claims)
     pcl = pc_table(proto)
     if pcl:
         L += pcl
@@ -339,6 +357,30 @@ def render(proto: Protocol, features: list[str] | None) -> str:
              f"{proto.trained} trained by this invocation, the rest read from the run store.")
     L.append(MARK_END)
     return "\n".join(L)
+
+
+def _seeds_run(proto: Protocol, part: str, arm: str = "none", **changes: Any) -> int:
+    return len(_arm_values(proto, part, arm, **changes))
+
+
+def cuts(proto: Protocol) -> list[str]:
+    """What the stored runs leave out of the issue's protocol, computed from the run store."""
+    n = len(proto.seeds)
+    parts = ", ".join(f"{p} {_seeds_run(proto, p)}" for p in ("authors", "today", "cross", "linear"))
+    losses = ", ".join(f"{loss} {_seeds_run(proto, 'authors', loss=loss)}" for loss in OTHER_LOSSES)
+    ladder = ", ".join(f"{tf}: {_seeds_run(proto, 'ladder', **ladder_changes(tf))}" for tf in LADDER)
+    digits = ", ".join(f"{tf}: {_seeds_run(proto, 'authors', **digits_changes(tf))}" for tf in DIGITS_LADDER)
+    out = [f"seeds run of {n}: {parts}; losses {losses}; the MNIST ladder {ladder}; digits {digits}",
+           "60 epochs in the authors' setting, not 300 (no mixing plateaus by epoch ~20 at this size: a 150-epoch "
+           "seed-0 run stayed within 88.1-88.6 from epoch 11 to 150; the last-quarter move column shows what each "
+           "curve still did); the authors re-create Adam every epoch, here it is created once",
+           "PCA features in the purity table only (not trained on)",
+           "fewer arms outside the authors' setting (today's: none, mixup, icm, the authors' label sharing, oracle "
+           "ICM; cross, linear and the other losses: none, mixup, icm, label sharing; the ladders: no mixup)",
+           "PC's curve with one seed and 100-200 epochs; URE-GA not rerun in Ishida's recipe"]
+    if not proto.encoder_ran():
+        out.insert(2, "the in-project encoder's clusters not trained on (its part did not run)")
+    return out
 
 
 def _arm_values(proto: Protocol, part: str, arm: str, **changes: Any) -> list[dict[str, float]]:
@@ -401,6 +443,49 @@ def ladder_table(proto: Protocol, claims: list[str]) -> list[str]:
             "|---|" + "---|" * len(LADDER_ARMS), *rows, ""]
 
 
+def losses_table(proto: Protocol, claims: list[str]) -> list[str]:
+    """The authors' setting with FWD and SCL-EXP: the same arms as SCL-NL's (its rows are the authors part)."""
+    rows = []
+    for loss in ("scl_nl", *OTHER_LOSSES):
+        vals = {arm: _arm_values(proto, "authors", arm, loss=loss) for arm in LOSS_ARMS}
+        if not any(vals.values()):
+            continue
+        cells = [f"{pmv([r['last'] for r in vals[a]])} / {pmv([r['val_selected'] for r in vals[a]])}" for a in LOSS_ARMS]
+        rows.append(f"| {loss} | {len(vals['none'])} | " + " | ".join(cells) + " |")
+        for arm in ("icm", "share_in_batch"):
+            for other in ("none", "mixup"):
+                a, b = vals[arm], vals[other]
+                if loss != "scl_nl" and len(a) == len(b) and a:
+                    cells = [verdict([r[k] for r in a], [r[k] for r in b]) for k in ("last", "val_selected", "best_test")]
+                    claims.append(f"| {arm} beats {other} | authors, {loss} | " + " | ".join(cells) + " |")
+    if len(rows) < 2:
+        return []
+    return ["**The CLL loss, the authors' setting: test accuracy (%) last epoch / val-selected, mean ± std over "
+            "seeds (scl_nl's row is the authors part)**", "", "| loss | seeds | " + " | ".join(LOSS_ARMS) + " |",
+            "|---|---|" + "---|" * len(LOSS_ARMS), *rows, ""]
+
+
+def digits_table(proto: Protocol, claims: list[str]) -> list[str]:
+    rows = []
+    for tf in DIGITS_LADDER:
+        vals = {arm: _arm_values(proto, "authors", arm, **digits_changes(tf)) for arm in LADDER_ARMS}
+        if not any(vals.values()):
+            continue
+        n = int(round(1797 * tf * 0.9))
+        cells = [f"{pmv([r['last'] for r in vals[a]])} / {pmv([r['val_selected'] for r in vals[a]])}" for a in LADDER_ARMS]
+        rows.append(f"| {tf} (~{n} rows, {digits_changes(tf)['epochs']} epochs) | " + " | ".join(cells) + " |")
+        for arm in ("icm", "share_in_batch"):
+            a, b = vals[arm], vals["none"]
+            if len(a) == len(b) and a:
+                cells = [verdict([r[k] for r in a], [r[k] for r in b]) for k in ("last", "val_selected", "best_test")]
+                claims.append(f"| {arm} beats none | digits, train_fraction {tf} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return ["**Size ladder on digits (scikit-learn's 1,797 8x8 images), the authors' model and recipe, k = 50: "
+            "test accuracy (%) last epoch / val-selected, mean ± std over seeds**", "",
+            "| train_fraction | " + " | ".join(LADDER_ARMS) + " |", "|---|" + "---|" * len(LADDER_ARMS), *rows, ""]
+
+
 def pc_table(proto: Protocol) -> list[str]:
     rows = []
     for name, setting, losses in PC_SETTINGS:
@@ -428,10 +513,15 @@ def reading(proto: Protocol) -> list[str]:
     out: list[str] = []
     variants = ("icm", "icm_in_batch", "share", "share_in_batch", "icm_encoder", "share_in_batch_encoder")
     wins, losses, test_wins = [], [], []
-    for part in ("authors", "encoder", "today", "cross", *[f"ladder {tf}" for tf in LADDER]):
+    for part in ("authors", "encoder", "today", "cross", "linear", *[f"ladder {tf}" for tf in LADDER],
+                 *[f"losses {loss}" for loss in OTHER_LOSSES], *[f"digits {tf}" for tf in DIGITS_LADDER]):
         if part.startswith("ladder"):
             tf = float(part.split()[1])
             vals = {a: _arm_values(proto, "ladder", a, **ladder_changes(tf)) for a in LADDER_ARMS}
+        elif part.startswith("losses"):
+            vals = {a: _arm_values(proto, "authors", a, loss=part.split()[1]) for a in LOSS_ARMS}
+        elif part.startswith("digits"):
+            vals = {a: _arm_values(proto, "authors", a, **digits_changes(float(part.split()[1]))) for a in LADDER_ARMS}
         else:
             vals = {a: _arm_values(proto, part, a) for a in SETTING_ARMS[part]}
         none = vals.get("none") or []
@@ -554,7 +644,7 @@ def write_section(results_md: Path, section: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m experiments.icm_protocol", description=__doc__.split("\n")[0])
     ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="parts to train (default: all)")
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     ap.add_argument("--mnist-dir", default="../shared/data/mnist")
     ap.add_argument("--cache-dir", default=None, help="run store and cluster cache (default $MIXTUNE_CACHE or ~/.cache/mixtune)")
     ap.add_argument("--out", default="docs/results.md")
