@@ -19,8 +19,10 @@ def test_parts_name_the_runs_the_issue_asks_for(tmp_path):
     assert {c.model for c, _ in linear} == {"linear"} and {c.method for c, _ in linear} == {
         "none", "mixup", "icm", "icm_share_labels_in_batch"}
     digits = proto.part_runs("digits")
+    assert {c.model for c, _ in digits} == {"mlp1", "mlp"}  # the authors' ladder, and today's setting at 0.8
     assert {c.dataset for c, _ in digits} == {"digits"}
     assert sorted({c.train_fraction for c, _ in digits}) == [0.2, 0.4, 0.8]
+    assert len(digits) == (3 + 1) * 5 * 3
     # as many examples seen as the authors' 60 MNIST epochs: fewer rows, more epochs
     assert [digits_changes(tf)["epochs"] for tf in (0.8, 0.4, 0.2)] == [334, 668, 1336]
     assert {c.seed for c, _ in digits} == {0, 1, 2, 3, 4} and all(c.data_seed == c.seed for c, _ in digits)
@@ -37,7 +39,7 @@ def test_digits_part_trains_resumes_and_reports(tmp_path, monkeypatch):
     for cfg, oracle in proto.part_runs("digits"):
         entry = proto.run(cfg, oracle)
         assert len(entry["curve"]["test_acc"]) == digits_changes(0.8)["epochs"] == 17
-    assert proto.trained == 6
+    assert proto.trained == 12  # three arms x two seeds, in the authors' setting and today's
     # learns: on digits every arm is far above chance (10 %) after 17 epochs (51 steps) of the authors' MLP
     assert all(max(proto.run(c, o)["curve"]["test_acc"]) > 0.3 for c, o in proto.part_runs("digits"))
 
@@ -48,8 +50,10 @@ def test_digits_part_trains_resumes_and_reports(tmp_path, monkeypatch):
 
     text = render(again, features=None)
     assert "Size ladder on digits" in text
-    row = next(ln for ln in text.splitlines() if ln.startswith("| 0.8 (~"))
-    assert row.count("±") == 6  # three arms, two readings each
+    rows = [ln for ln in text.splitlines() if ln.startswith("| 0.8 (~")]
+    assert len(rows) == 2 and "today's MLP" in rows[1]
+    assert all(row.count("±") == 6 for row in rows)  # three arms, two readings each
     assert "| icm beats none | digits, train_fraction 0.8 |" in text
     assert "| share_in_batch beats none | digits, train_fraction 0.8 |" in text
+    assert "| icm beats none | digits, today's MLP (BatchNorm) and recipe, train_fraction 0.8 |" in text
     assert "digits 0.8: 2" in text and "losses fwd 0, scl_exp 0" in text
