@@ -72,6 +72,8 @@ STRATEGIES: dict[str, dict[str, Any] | None] = {
     "grace4": {"num_samples": 64, "grace_period": 4, "losses": SIX},
     "strong16": {"num_samples": 16, "losses": THREE},  # mixtune's default now
     "strong": {"num_samples": 64, "losses": THREE},
+    # the `icm` preset choosing between ICM and the authors' label sharing (issue 22): mixtune's default now
+    "share16": {"num_samples": 16, "losses": THREE, "icm_methods": ["icm", "icm_share_labels_in_batch"]},
     "random_noes": None,
     "random_asha": None,
 }
@@ -87,6 +89,7 @@ LABELS = {
     "grace4": "six losses, 64 trials, ASHA grace 4 epochs",
     "strong16": "mixtune default (three losses), 16-trial search",
     "strong": "mixtune default (three losses), 64-trial search",
+    "share16": "three losses, icm preset with label sharing (default now), 16-trial search",
     "random_noes": "random, no early stopping (six losses)",
     "random_asha": "random + ASHA (six losses)",
 }
@@ -97,6 +100,13 @@ def use_losses(losses: list[str]) -> None:
     import search_spaces.presets as presets
 
     presets.COMPLEMENTARY_LOSSES[:] = losses
+
+
+def use_icm_methods(methods: list[str]) -> None:
+    """The `icm` preset's variants for the searches of this process (every strategy before share16: ICM only)."""
+    import search_spaces.presets as presets
+
+    presets.ICM_METHODS[:] = methods
 
 
 # ----------------------------------------------------------------------------- settings
@@ -112,7 +122,8 @@ def settings_for(out: Path, strategy: str, dataset: str, space: str, seed: int, 
     from tuner.settings import SearchSettings
 
     changes = dict(STRATEGIES.get(strategy) or {})
-    changes.pop("losses", None)  # not a setting: run_search_record narrows the presets' choice
+    changes.pop("losses", None)  # not settings: run_search_record narrows the presets' choices
+    changes.pop("icm_methods", None)
     if trials is not None:
         changes["num_samples"] = trials
     return SearchSettings(
@@ -136,6 +147,7 @@ def run_search_record(strategy: str, dataset: str, space: str, seed: int, trials
 
     settings = settings_for(work, strategy, dataset, space, seed, trials)
     use_losses((STRATEGIES.get(strategy) or {}).get("losses") or SIX)
+    use_icm_methods((STRATEGIES.get(strategy) or {}).get("icm_methods") or ["icm"])
     t0 = time.time()
     run_search(settings, echo=lambda line: None)
     wall = time.time() - t0
@@ -169,6 +181,7 @@ def run_pool(dataset: str, space: str, seed: int, trials: int) -> dict[str, Any]
 
     torch.set_num_threads(1)
     use_losses(SIX)
+    use_icm_methods(["icm"])
     settings = settings_for(Path(tempfile.mkdtemp(prefix="mixtune-pool-")), "default", dataset, space, seed, trials)
     checked = check_search(settings)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -386,7 +399,7 @@ END_LABELS = {
 
 def end_rows(cell: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     order = ["random_noes16", "random_asha16", "before16", "startup10_16", "complete16", "noliar16", "default16",
-             "strong16", "random_noes64", "random_asha64",
+             "strong16", "share16", "random_noes64", "random_asha64",
              "default", "grace4", "strong", "tpe_noes", "gp_noes"]
     return [(name, regrets(cell, cell["ends"][name])) for name in order if cell["ends"].get(name)]
 
@@ -439,10 +452,13 @@ def targets(cells) -> str:
         for big, small in (("default", "default16"), ("strong", "strong16")):
             if cell["ends"].get(big) or cell["ends"].get(small):
                 out.append(_target_row(dataset, space, cell, big, small))
+        if cell["ends"].get("share16"):
+            out.append(_target_row(dataset, space, cell, "strong", "share16",
+                                   "icm with label sharing (its 64-trial column: ICM only)"))
     return "\n".join(out)
 
 
-def _target_row(dataset: str, space: str, cell: dict[str, Any], big: str, small: str) -> str:
+def _target_row(dataset: str, space: str, cell: dict[str, Any], big: str, small: str, label: str = "") -> str:
     """One row of the targets: the 64-trial search `big` at a third of the compute, the 16-trial `small`."""
     row = next((r for r in table_rows(cell, big) if r["budget"] == 427), None)
     rnd = cell["ends"].get("random_noes64")
@@ -460,7 +476,7 @@ def _target_row(dataset: str, space: str, cell: dict[str, Any], big: str, small:
         ok = "yes" if statistics.fmean(r["regret"]) <= 0.01 else "no"
     else:
         reg, ok = "-", "-"
-    label = LABELS[big].split(",")[0]
+    label = label or LABELS[big].split(",")[0]
     return f"| {dataset}, {space} | {label} | {a} | {b} | {holds} | {reg} | {ok} |"
 
 
@@ -569,17 +585,21 @@ def losses_section(records) -> str:
         if strategy == "pool":
             by_cell.setdefault((dataset, space), []).append(rec)
     for (dataset, space), recs in sorted(by_cell.items()):
-        for n in (8, 16):
+        for n in (8, 16, None):  # None: the whole pool, one search per seed (the 64-trial baseline's counterpart)
             cols = []
+            sizes = []
             for keep in (None, STRONG_LOSSES):
                 sel = []
                 for rec in recs:
                     trials = [t for t in random_noes(rec) if keep is None or t["config"].get("loss") in keep]
-                    for i in range(0, len(trials) - n + 1, n):
-                        chosen = select(trials[i:i + n], rec["metric"], rec["mode"], rec["epochs"])
+                    size = n or len(trials)
+                    sizes.append(len(trials))
+                    for i in range(0, len(trials) - size + 1, size):
+                        chosen = select(trials[i:i + size], rec["metric"], rec["mode"], rec["epochs"])
                         sel.append(chosen["test"][-1])
                 cols += [pm(sel), str(len(sel))]
-            out.append(f"| {dataset}, {space} | {n} | " + " | ".join(cols) + " |")
+            label = str(n) if n else f"whole pool ({min(sizes)}-{max(sizes)})"
+            out.append(f"| {dataset}, {space} | {label} | " + " | ".join(cols) + " |")
     return "\n".join(out)
 
 

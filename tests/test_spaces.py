@@ -8,7 +8,7 @@ from search_spaces.presets import PRESETS, SpaceContext, get_preset
 from search_spaces.yaml_space import SpaceError, space_from_dict
 from trainables.core.config import TrainConfig
 from tuner.settings import SearchSettings
-from tuner.search.space import dry_run, load_space_file
+from tuner.search.space import build_space, dry_run, load_space_file
 
 FIELDS = TrainConfig.__dataclass_fields__
 
@@ -142,3 +142,22 @@ def test_a_search_offers_cutmix_only_on_images_it_can_cut(dataset, offered, tmp_
                               tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
     levels = {p.get("mix_level") for p in sample(check_search(settings).space, n=80)}
     assert ("cutmix" in levels) == offered and {"input", "manifold"} <= levels
+
+
+def test_icm_preset_chooses_between_icm_and_the_authors_label_sharing():
+    """issue 22: the label sharing of the ICM authors' code is a choice of the `icm` preset (with self pairing, as
+    theirs); `--method icm` pins ICM as the paper describes it, the preset's space before the choice."""
+    points = sample(get_preset("icm", SpaceContext(max_k=200)), n=80)
+    by_method = {m: [p for p in points if p["method"] == m] for m in ("icm", "icm_share_labels_in_batch")}
+    assert all(len(v) > 20 for v in by_method.values())
+    assert all(p.get("self_pairing") is True for p in by_method["icm_share_labels_in_batch"])
+    assert all("self_pairing" not in p for p in by_method["icm"])
+    for p in points:
+        TrainConfig.from_dict({"labels": "complementary", **p})  # every point a valid config
+
+    settings = SearchSettings(name="s", space="icm", base=TrainConfig().to_dict(), results_dir="/tmp",
+                              space_doc={"preset": "icm", "pinned": {"method": "icm"}})
+    pinned = build_space(settings, n_train=1000)
+    assert {p["method"] for p in sample(pinned, n=30)} == {"icm"}
+    assert all("self_pairing" not in p for p in sample(pinned, n=30))
+    assert settings.space_doc == {"preset": "icm", "pinned": {"method": "icm"}}  # a resume pins it again

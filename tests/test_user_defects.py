@@ -56,9 +56,12 @@ def test_a_yaml_space_is_pinned_too(tmp_path):
 
 
 def test_a_flag_against_the_space_or_leaving_nothing_is_refused():
-    with pytest.raises(SpaceError, match=r"^--method mixup contradicts space icm, which fixes method=icm"):
+    with pytest.raises(SpaceError, match=r"^--method mixup contradicts space icm, which searches method among "
+                                          r"icm, icm_share_labels_in_batch; pick one of them"):
         build_space(settings_for("icm", {"method": "mixup"}), n_train=1000)
-    everything = {"k": 10, "alpha": 0.5, "loss": "fwd", "lr": 1e-3, "weight_decay": 1e-5}
+    with pytest.raises(SpaceError, match=r"^--method icm contradicts space multimix, which fixes method=multimix"):
+        build_space(settings_for("multimix", {"method": "icm"}), n_train=1000)
+    everything = {"method": "icm", "k": 10, "alpha": 0.5, "loss": "fwd", "lr": 1e-3, "weight_decay": 1e-5}
     with pytest.raises(SpaceError, match=r"fix every parameter space icm searches: nothing is left to search"):
         build_space(settings_for("icm", everything), n_train=1000)
 

@@ -8,7 +8,7 @@ import pytest
 from search_spaces.presets import SpaceContext, get_preset
 from trainables.core.config import TrainConfig
 from tuner.settings import SearchError, SearchSettings
-from tuner.search.warmstart import WARM_TAG, apply, plan, space_distributions
+from tuner.search.warmstart import FROM_BASE, WARM_TAG, apply, plan, space_distributions
 
 
 def earlier_search(root, name="old", preset="icm", n=5, metric="val_scel_ts", mode="min"):
@@ -34,8 +34,11 @@ def new_settings(root, preset="icm", metric="val_scel_ts", mode="min"):
 
 def test_space_distributions_cover_every_branch():
     dists, fixed = space_distributions(get_preset("all", SpaceContext(max_k=200)))
-    assert fixed == {}  # `all` suggests the method; icm fixes it
-    assert space_distributions(get_preset("icm", SpaceContext(max_k=200)))[1] == {"method": ["icm"]}
+    assert fixed == {}  # `all` suggests the method
+    icm_dists, icm_fixed = space_distributions(get_preset("icm", SpaceContext(max_k=200)))
+    assert icm_dists["method"].choices == ("icm", "icm_share_labels_in_batch")  # icm: the variant
+    # the authors' label sharing lets an anchor draw itself; ICM leaves self pairing to the base config
+    assert icm_fixed == {"self_pairing": [True, FROM_BASE]}
     assert {"method", "alpha", "k", "K", "mix_level", "contrastive_weight", "loss", "lr", "weight_decay"} <= set(dists)
 
 
@@ -76,7 +79,7 @@ def test_exported_configs_are_evaluated_first(tmp_path):
     good = TrainConfig(method="icm", k=17, alpha=0.5, loss="fwd", lr=3e-3, weight_decay=1e-5, num_threads=1)
     good.to_yaml(tmp_path / "best.yaml")
     warm = plan([str(tmp_path / "best.yaml")], settings, space)
-    assert warm.points == [{"k": 17, "alpha": 0.5, "loss": "fwd", "lr": 3e-3, "weight_decay": 1e-5}]
+    assert warm.points == [{"method": "icm", "k": 17, "alpha": 0.5, "loss": "fwd", "lr": 3e-3, "weight_decay": 1e-5}]
     other = good.replace(hidden=64, k=5000)  # a fixed field the space cannot vary, a k outside its range
     other.to_yaml(tmp_path / "other.yaml")
     with pytest.raises(SearchError, match=r"the spaces do not share hidden=64, k=5000 \(outside the new range\)"):

@@ -9,8 +9,8 @@ fixed: the space no longer searches that parameter and every trial runs with the
 value (`PinnedSpace`), as a fixed value in Ray Tune's or Optuna's own spaces does. The
 search's state keeps the pinned values in `space_doc["pinned"]` (a preset's document is
 then `{preset: name, pinned: {...}}`), so a resume pins them again. A flag that contradicts
-a value the space itself fixes (`--method mixup --space icm`) is a one-line error, and so
-is a set of flags that leaves the space nothing to search.
+the space (a value it fixes otherwise, or a choice it does not offer: `--method mixup --space icm`)
+is a one-line error, and so is a set of flags that leaves the space nothing to search.
 """
 
 from __future__ import annotations
@@ -108,17 +108,23 @@ def search_settings(space: str, base: dict[str, Any], given: dict[str, Any], nam
 
 def pin(space: Callable, settings: SearchSettings) -> Callable:
     """Fix the parameters the space searches that flags gave; keep only those in the search's state."""
-    from tuner.search.warmstart import space_distributions
+    from tuner.search.warmstart import FROM_BASE, space_distributions
 
     request = pinned_values(settings)
     if not request:
         return space
     dists, fixed = space_distributions(space)
     for name, value in request.items():
-        if name in fixed and name not in dists and value not in fixed[name]:
+        if name in fixed and name not in dists and FROM_BASE not in fixed[name] and value not in fixed[name]:
             shown = ", ".join(map(str, fixed[name]))
             raise SpaceError(f"--{name} {value} contradicts space {settings.space}, which fixes {name}={shown}; "
                              f"drop the flag or use a space that searches {name}")
+    for name, value in request.items():
+        choices = getattr(dists.get(name), "choices", None)  # a categorical: its branches are the space's
+        if choices is not None and value not in choices:
+            shown = ", ".join(map(str, choices))
+            raise SpaceError(f"--{name} {value} contradicts space {settings.space}, which searches {name} among "
+                             f"{shown}; pick one of them or use a space that offers {value}")
     pinned = {k: v for k, v in request.items() if k in dists}
     doc = {k: v for k, v in settings.space_doc.items() if k != "pinned"}
     if pinned:

@@ -47,23 +47,43 @@ class WarmStart:
         return bool(self.prior or self.points)
 
 
+class _FromBase:
+    def __repr__(self) -> str:
+        return "FROM_BASE"
+
+
+FROM_BASE = _FromBase()
+"""In `space_distributions`' fixed values: some branches leave the field to the search's base config."""
+
+
 def space_distributions(space: Callable, samples: int = 96) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     """Every parameter the define-by-run space can suggest with its distribution (all branches),
-    and the values it fixes (a preset's method, an ordinary loss) with every value it fixes them to."""
+    and the values it fixes (a preset's method, an ordinary loss) with every value it fixes them to;
+    a value only some branches fix (the `icm` preset's self pairing) also lists FROM_BASE."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     dists: dict[str, Any] = {}
     fixed: dict[str, list[Any]] = {}
+    times: dict[str, int] = {}
     for _ in range(samples):
         trial = study.ask()
         for name, value in (space(trial) or {}).items():
+            times[name] = times.get(name, 0) + 1
             if value not in fixed.setdefault(name, []):
                 fixed[name].append(value)
         dists.update(trial.distributions)
         study.tell(trial, 0.0)
+    for name, n in times.items():
+        if n < samples:
+            fixed[name].append(FROM_BASE)
     return dists, fixed
+
+
+def fixed_values(fixed: dict[str, list[Any]], name: str, base: dict[str, Any]) -> list[Any]:
+    """The values a search's trials can have for `name`, a field its space does not suggest."""
+    return [base.get(name) if v is FROM_BASE else v for v in fixed.get(name, [FROM_BASE])]
 
 
 def _contains(dist, value: Any) -> bool:
@@ -168,7 +188,7 @@ def _from_config(path: Path, settings: SearchSettings, dists: dict[str, Any], fi
     kept, foreign = _fit(searched, dists)
     # what the config fixes differently from this search and the space cannot vary
     foreign += [f"{k}={v!r}" for k, v in cfg.items()
-                if k not in dists and k not in NEUTRAL_FIELDS and v not in fixed.get(k, [base.get(k)])]
+                if k not in dists and k not in NEUTRAL_FIELDS and v not in fixed_values(fixed, k, base)]
     _refuse_or_drop(str(path), foreign, partial, notes)
     notes.append(f"warm start: {path.name} is evaluated first ({', '.join(f'{k}={v}' for k, v in kept.items())})")
     return kept
