@@ -596,6 +596,11 @@ def reading(proto: Protocol) -> list[str]:
     if dig:
         out.append("- Digits (a second dataset, 8x8 images, k = 50 on raw pixels): the authors' label sharing minus no "
                    "mixing, last epoch, by train_fraction: " + ", ".join(dig) + ".")
+    if dig:
+        out.append("- What a user gets from this: the `icm` preset searches the ICM variant, ICM as the paper "
+                   "describes it or the authors' label sharing (`icm_share_labels_in_batch`, self pairing on), so a "
+                   "search picks the label sharing where it wins (digits, small sets) and plain ICM or another "
+                   "preset's `none` where it does not; the README's method table says where each won here.")
     mix = _arm_values(proto, "authors", "mixup")
     if mix:
         out.append(f"- The reading matters for mixing arms: mixup's best epoch on test ({pmv([r['best_test'] for r in mix])}) "
