@@ -3,7 +3,7 @@
     python bench/user_script.py --num-samples 16 --tracking-uri sqlite:////tmp/u/mlflow.db
 
 The baseline of bench/vs_script.py (issue 26): the same 16 Intra-Cluster Mixup trials as
-`mixtune search --space icm --scheduler none`, trained by the same code (`trainables.core.fit`,
+`mixtune search --space icm --method icm --scheduler none`, trained by the same code (`trainables.core.fit`,
 the function mixtune's trainable calls), so the two differ only in what surrounds training:
 
 - `tune.Tuner` over a function trainable, `OptunaSearch` with a define-by-run space (the `icm`
@@ -33,7 +33,7 @@ METRIC = "val_scel_ts"
 
 
 def space(trial) -> dict[str, Any]:
-    """The `icm` preset's parameters, as a user would write them (define-by-run)."""
+    """The `icm` preset's parameters with ICM pinned, as a user would write them (define-by-run)."""
     trial.suggest_int("k", 2, 300, log=True)
     trial.suggest_float("alpha", 0.2, 2.0, log=True)
     trial.suggest_categorical("loss", ["scl_nl", "scl_exp", "fwd"])

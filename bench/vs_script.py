@@ -4,11 +4,12 @@
     python bench/vs_script.py --rounds 1 --num-samples 4 --epochs 2    # checks the script
 
 Both sides train the same trials' maths with the same code (`trainables.core.fit`) and search
-the same space (the `icm` preset: k, alpha, the CLL loss, lr, weight decay) without early
+the same space (the `icm` preset with ICM pinned: k, alpha, the CLL loss, lr, weight decay) without early
 stopping, 20 epochs, on digits with complementary labels, each in a fresh process with a fresh
 sqlite MLflow store, run one after the other with the order alternating each round:
 
-- `mixtune`: `mixtune search --space icm --scheduler none --num-samples 16` (everything it
+- `mixtune`: `mixtune search --space icm --method icm --scheduler none --num-samples 16` (ICM only,
+  as the script; everything it
   logs: a run per trial with metrics, a parent run, the summary, plots, the best model);
 - `script`: `bench/user_script.py` (Tune + OptunaSearch + MLflowLoggerCallback, see there).
 
@@ -51,7 +52,7 @@ def run_side(side: str, work: Path, args: argparse.Namespace, name: str) -> dict
     env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONPATH=str(REPO), MIXTUNE_CACHE=str(work / "cache"))
     common = ["--num-samples", str(args.num_samples), "--epochs", str(args.epochs), "--tracking-uri", store]
     if side == "mixtune":
-        cmd = [sys.executable, "-m", "tuner.cli", "search", "--space", "icm", "--scheduler", "none",
+        cmd = [sys.executable, "-m", "tuner.cli", "search", "--space", "icm", "--method", "icm", "--scheduler", "none",
                "--name", name, "--results-dir", str(results), *common]
     else:
         cmd = [sys.executable, str(REPO / "bench" / "user_script.py"), "--experiment", name,
