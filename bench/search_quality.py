@@ -87,9 +87,9 @@ LABELS = {
     "tpe_noes": "TPE, no early stopping (six losses)",
     "gp_noes": "GP (Optuna GPSampler), no early stopping (six losses)",
     "grace4": "six losses, 64 trials, ASHA grace 4 epochs",
-    "strong16": "mixtune default (three losses), 16-trial search",
-    "strong": "mixtune default (three losses), 64-trial search",
-    "share16": "three losses, icm preset with label sharing (default now), 16-trial search",
+    "strong16": "mixtune default (three losses), 16-trial search; on icm: ICM only",
+    "strong": "mixtune default (three losses), 64-trial search; on icm: ICM only",
+    "share16": "mixtune default on icm (three losses; ICM or label sharing), 16-trial search",
     "random_noes": "random, no early stopping (six losses)",
     "random_asha": "random + ASHA (six losses)",
 }
