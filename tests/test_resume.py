@@ -194,7 +194,9 @@ def test_sigint_then_sigkill_then_resume(tmp_path):
     for r in trials:
         assert r.data.params["seed"] == "0"  # every trial's seed is logged
         # named after what it is, with the dataset logged once, across the two resumes
-        assert r.info.run_name.startswith(r.data.tags["mixtune.trial_id"] + " icm k=")
+        tid, method = r.data.tags["mixtune.trial_id"], r.data.params["method"]
+        assert method in ("icm", "icm_share_labels_in_batch")  # the icm preset's variants
+        assert r.info.run_name.startswith(f"{tid} {method} k=")
         assert len(client.get_run(r.info.run_id).inputs.dataset_inputs) == 1
     # the resumed search's end wrote the trial table: every trial once
     table = json.loads(Path(client.download_artifacts(parent[0].info.run_id, "trials.json")).read_text())
