@@ -467,7 +467,7 @@ def _target_row(dataset: str, space: str, cell: dict[str, Any], big: str, small:
     holds = "-"
     if row is not None and rnd:
         diff = statistics.fmean(row["selected"]) - statistics.fmean(p["selected"] for p in rnd.values())
-        holds = f"{'yes' if diff >= 0 else 'no'} ({diff * 100:+.2f})"
+        holds = f"{'yes' if diff >= -1e-6 else 'no'} ({diff * 100:+.2f})"  # equal up to float rounding: not below
     d16 = cell["ends"].get(small)
     if d16:
         r = regrets(cell, d16)
