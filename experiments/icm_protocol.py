@@ -115,6 +115,8 @@ OTHER_LOSSES = ("fwd", "scl_exp")
 LOSS_ARMS = ("none", "mixup", "icm", "share_in_batch")
 # the digits ladder: 1,797 images (8x8), so the smallest MNIST fraction (~130 training rows here) is left out
 DIGITS_LADDER = (0.2, 0.4, 0.8)
+# (setting, train_fraction) of the digits part: the authors' ladder, and today's setting at digits' full size
+DIGITS_RUNS = (*(("authors", tf) for tf in DIGITS_LADDER), ("today", 0.8))
 # PC's curve: (name, setting changes, losses); one seed, constant lr so one run is the whole curve
 PC_SETTINGS: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ("today's MLP (BatchNorm), batch 128, lr 1e-3, wd 1e-4", dict(model="mlp", hidden=256, lr=1e-3, weight_decay=1e-4,
@@ -212,13 +214,10 @@ class Protocol:
                     for arm in LOSS_ARMS:
                         out.append((self.config(SETTINGS["authors"], arm, seed, loss=loss), False))
         elif part == "digits":
-            for tf in DIGITS_LADDER:
+            for setting, tf in DIGITS_RUNS:
                 for seed in self.seeds:
                     for arm in LADDER_ARMS:
-                        out.append((self.config(SETTINGS["authors"], arm, seed, **digits_changes(tf)), False))
-            for seed in self.seeds:  # and today's model and recipe at digits' full size
-                for arm in LADDER_ARMS:
-                    out.append((self.config(SETTINGS["today"], arm, seed, **digits_changes(0.8)), False))
+                        out.append((self.config(SETTINGS[setting], arm, seed, **digits_changes(tf)), False))
         elif part == "pc":
             for _, setting, losses in PC_SETTINGS:
                 for loss in losses:
@@ -286,6 +285,16 @@ def verdict(a: list[float], b: list[float]) -> str:
         return "–"
     diff, word = compare(a, b)
     return f"{100 * diff:+.1f} ({word})"
+
+
+def verdict_cells(a: list[dict[str, float]], b: list[dict[str, float]]) -> str:
+    """A verdicts row's three cells: arm a against arm b, last epoch, val-selected, best on test."""
+    return " | ".join(verdict([r[k] for r in a], [r[k] for r in b]) for k in ("last", "val_selected", "best_test"))
+
+
+def last_and_selected(v: list[dict[str, float]]) -> str:
+    """A ladder or loss table's cell: last epoch / val-selected."""
+    return f"{pmv([r['last'] for r in v])} / {pmv([r['val_selected'] for r in v])}"
 
 
 # ----------------------------------------------------------------------------- features (no training)
@@ -418,8 +427,7 @@ def settings_table(proto: Protocol, part: str, claims: list[str]) -> list[str]:
         for other in ("none", "mixup"):
             a, b = vals[arm], vals[other]
             if len(a) == len(b) and a:
-                cells = [verdict([r[k] for r in a], [r[k] for r in b]) for k in ("last", "val_selected", "best_test")]
-                claims.append(f"| {arm} beats {other} | {part} | " + " | ".join(cells) + " |")
+                claims.append(f"| {arm} beats {other} | {part} | " + verdict_cells(a, b) + " |")
     return L
 
 
@@ -430,14 +438,13 @@ def ladder_table(proto: Protocol, claims: list[str]) -> list[str]:
         if not any(vals.values()):
             continue
         n = int(round(tf * 10000 * 0.9))
-        cells = [f"{pmv([r['last'] for r in vals[a]])} / {pmv([r['val_selected'] for r in vals[a]])}" for a in LADDER_ARMS]
+        cells = [last_and_selected(vals[a]) for a in LADDER_ARMS]
         epochs = ladder_changes(tf).get("epochs", SETTINGS["authors"]["epochs"])
         rows.append(f"| {tf} (~{n} rows, {epochs} epochs) | " + " | ".join(cells) + " |")
         for arm in ("icm", "share_in_batch"):
             a, b = vals[arm], vals["none"]
             if tf != 0.8 and len(a) == len(b) and a:
-                cells = [verdict([r[k] for r in a], [r[k] for r in b]) for k in ("last", "val_selected", "best_test")]
-                claims.append(f"| {arm} beats none | authors, train_fraction {tf} | " + " | ".join(cells) + " |")
+                claims.append(f"| {arm} beats none | authors, train_fraction {tf} | " + verdict_cells(a, b) + " |")
     if not rows:
         return []
     return ["**Size ladder, the authors' setting (epochs scaled so every size gets the same optimiser steps): "
@@ -453,14 +460,13 @@ def losses_table(proto: Protocol, claims: list[str]) -> list[str]:
         vals = {arm: _arm_values(proto, "authors", arm, loss=loss) for arm in LOSS_ARMS}
         if not any(vals.values()):
             continue
-        cells = [f"{pmv([r['last'] for r in vals[a]])} / {pmv([r['val_selected'] for r in vals[a]])}" for a in LOSS_ARMS]
+        cells = [last_and_selected(vals[a]) for a in LOSS_ARMS]
         rows.append(f"| {loss} | {len(vals['none'])} | " + " | ".join(cells) + " |")
         for arm in ("icm", "share_in_batch"):
             for other in ("none", "mixup"):
                 a, b = vals[arm], vals[other]
                 if loss != "scl_nl" and len(a) == len(b) and a:
-                    cells = [verdict([r[k] for r in a], [r[k] for r in b]) for k in ("last", "val_selected", "best_test")]
-                    claims.append(f"| {arm} beats {other} | authors, {loss} | " + " | ".join(cells) + " |")
+                    claims.append(f"| {arm} beats {other} | authors, {loss} | " + verdict_cells(a, b) + " |")
     if len(rows) < 2:
         return []
     return ["**The CLL loss, the authors' setting: test accuracy (%) last epoch / val-selected, mean ± std over "
@@ -470,19 +476,18 @@ def losses_table(proto: Protocol, claims: list[str]) -> list[str]:
 
 def digits_table(proto: Protocol, claims: list[str]) -> list[str]:
     rows = []
-    for part, tf in [*(("authors", tf) for tf in DIGITS_LADDER), ("today", 0.8)]:
+    for part, tf in DIGITS_RUNS:
         vals = {arm: _arm_values(proto, part, arm, **digits_changes(tf)) for arm in LADDER_ARMS}
         if not any(vals.values()):
             continue
         n = int(round(1797 * tf * 0.9))
-        cells = [f"{pmv([r['last'] for r in vals[a]])} / {pmv([r['val_selected'] for r in vals[a]])}" for a in LADDER_ARMS]
+        cells = [last_and_selected(vals[a]) for a in LADDER_ARMS]
         which = "" if part == "authors" else ", today's MLP (BatchNorm) and recipe"
         rows.append(f"| {tf} (~{n} rows, {digits_changes(tf)['epochs']} epochs{which}) | " + " | ".join(cells) + " |")
         for arm in ("icm", "share_in_batch"):
             a, b = vals[arm], vals["none"]
             if len(a) == len(b) and a:
-                cells = [verdict([r[k] for r in a], [r[k] for r in b]) for k in ("last", "val_selected", "best_test")]
-                claims.append(f"| {arm} beats none | digits{which}, train_fraction {tf} | " + " | ".join(cells) + " |")
+                claims.append(f"| {arm} beats none | digits{which}, train_fraction {tf} | " + verdict_cells(a, b) + " |")
     if not rows:
         return []
     return ["**Size ladder on digits (scikit-learn's 1,797 8x8 images), the authors' model and recipe, k = 50: "
@@ -587,16 +592,16 @@ def reading(proto: Protocol) -> list[str]:
                        "available here) would reverse the verdict with these clusters." if shrinks else
                        ". The gap grows with the training set: more data may favour ICM."))
     dig = []
-    for part, tf in [*(("authors", tf) for tf in DIGITS_LADDER), ("today", 0.8)]:
+    for part, tf in DIGITS_RUNS:
         n = _arm_values(proto, part, "none", **digits_changes(tf))
         v = _arm_values(proto, part, "share_in_batch", **digits_changes(tf))
         if n and len(n) == len(v):
             d, w = compare([r["last"] for r in v], [r["last"] for r in n])
-            dig.append(f"{tf}{' with today' + chr(39) + 's MLP' if part == 'today' else ''}: {100 * d:+.1f} ({w})")
+            which = " with today's MLP" if part == "today" else ""
+            dig.append(f"{tf}{which}: {100 * d:+.1f} ({w})")
     if dig:
         out.append("- Digits (a second dataset, 8x8 images, k = 50 on raw pixels): the authors' label sharing minus no "
                    "mixing, last epoch, by train_fraction: " + ", ".join(dig) + ".")
-    if dig:
         out.append("- What a user gets from this: the `icm` preset searches the ICM variant, ICM as the paper "
                    "describes it or the authors' label sharing (`icm_share_labels_in_batch`, self pairing on), so a "
                    "search picks the label sharing where it wins (digits, small sets) and plain ICM or another "

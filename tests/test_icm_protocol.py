@@ -34,6 +34,7 @@ def test_digits_part_trains_resumes_and_reports(tmp_path, monkeypatch):
     verdict rows assembled from them, and the cut line counting the seeds that ran."""
     monkeypatch.setitem(SETTINGS, "authors", dict(SETTINGS["authors"], epochs=3))  # 17 digits epochs
     monkeypatch.setattr(proto_mod, "DIGITS_LADDER", (0.8,))
+    monkeypatch.setattr(proto_mod, "DIGITS_RUNS", (("authors", 0.8), ("today", 0.8)))
     cache = str(tmp_path / "cache")
     proto = Protocol(str(tmp_path), cache, seeds=(0, 1))
     for cfg, oracle in proto.part_runs("digits"):
