@@ -1,8 +1,8 @@
 """The Optuna dashboard a finished search points to: `mixtune[dashboard]` installs it, and the
-line the summary prints starts it. The slow test runs a real search, starts optuna-dashboard on
-loopback with the very command the summary printed, and reads the study back over its HTTP API
-(`/api/studies`, `/api/studies/<id>`, the routes its web page uses), comparing it with the study
-Optuna stored.
+line the summary prints starts it. The slow test takes the session's finished search
+(conftest.py), starts optuna-dashboard on loopback with the very command the summary printed,
+and reads the study back over its HTTP API (`/api/studies`, `/api/studies/<id>`, the routes its
+web page uses), comparing it with the study Optuna stored.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ import pytest
 
 from tests.conftest import free_port, wait_http
 from tuner.report import summary_text
-from tuner.cli import main
-from tuner.settings import SearchSettings
 
 
 def test_line_when_installed():
@@ -50,15 +48,9 @@ def get_json(url: str):
 
 
 @pytest.mark.slow
-def test_printed_command_serves_the_finished_study(tmp_path, capsys, ray_shutdown):
-    name = "dash"
-    argv = ["search", "--space", "icm", "--num-samples", "3", "--max-concurrent", "1", "--epochs", "2",
-            "--hidden", "32", "--num-cpus", "1", "--grace-period", "1", "--reduction-factor", "2",
-            "--results-dir", str(tmp_path / "results"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "--experiment", "test-dashboard", "--name", name]
-    assert main(argv) == 0
-    settings = SearchSettings.load(tmp_path / "results" / name)
-    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Optuna study: ")]
+def test_printed_command_serves_the_finished_study(finished_search, tmp_path):
+    settings = finished_search.settings
+    printed = [line for line in finished_search.out.splitlines() if line.startswith("Optuna study: ")]
     assert len(printed) == 1 and "(then open http://127.0.0.1:8080/dashboard/studies/" in printed[0]
     page = printed[0].split("(then open http://127.0.0.1:8080")[1].rstrip(")")
     command = shlex.split(printed[0].removeprefix("Optuna study: ").split("  (")[0])
@@ -77,9 +69,9 @@ def test_printed_command_serves_the_finished_study(tmp_path, capsys, ray_shutdow
         assert summary["directions"] == [stored.direction.name.lower()]
         assert page == f"/dashboard/studies/{summary['study_id']}"  # the printed link opens this study
         detail = get_json(f"{base}/api/studies/{summary['study_id']}")
-        assert detail["name"] == settings.study_name and len(detail["trials"]) == len(stored.trials) == 3
+        assert detail["name"] == settings.study_name and len(detail["trials"]) == len(stored.trials) == settings.num_samples
         assert detail["objective_names"] == ["val_scel_ts"]  # not "Objective 0"
-        ray_ids = {r.name.removeprefix("trial_") for r in (tmp_path / "results" / name).glob("trial_*")}
+        ray_ids = {r.name.removeprefix("trial_") for r in settings.folder.glob("trial_*")}
         served_ids = {next(a["value"] for a in t["user_attrs"] if a["key"] == "ray_trial_id") for t in detail["trials"]}
         assert served_ids == ray_ids  # each Optuna trial names the Ray trial the terminal and MLflow show
         for served, trial in zip(sorted(detail["trials"], key=lambda t: t["number"]), stored.trials):

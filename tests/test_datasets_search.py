@@ -25,15 +25,6 @@ pytestmark = pytest.mark.slow
 SAMPLES = 2
 
 
-@pytest.fixture(scope="module")
-def ray_runtime():
-    yield
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-
-
 def search(tmp_path, dataset, root, *extra):
     name = f"s-{dataset}"
     argv = ["search", "--space", "icm", "--dataset", dataset, "--data-dir", str(root), "--val-fraction", "0.2",
@@ -55,7 +46,7 @@ def search(tmp_path, dataset, root, *extra):
     return settings, runs
 
 
-def test_search_on_torchvision_layout(tmp_path, official_md5, ray_runtime):  # noqa: F811
+def test_search_on_torchvision_layout(tmp_path, official_md5, shared_ray):  # noqa: F811
     """One search on a torchvision-layout root (CIFAR-100 with its own labels, selecting on val_acc): every
     layout's loader is unit-tested and trained end to end by `mixtune train` in test_datasets_torchvision.py,
     and a search reads a root through the same loader, so seven searches would test the same path seven times."""
@@ -67,7 +58,7 @@ def test_search_on_torchvision_layout(tmp_path, official_md5, ray_runtime):  # n
     assert settings.metric == "val_acc"  # ordinary labels select on the validation accuracy
 
 
-def test_search_on_image_folder(tmp_path, ray_runtime):
+def test_search_on_image_folder(tmp_path, shared_ray):
     root = tmp_path / "pets"
     image_folder(root, n=20)
     settings, runs = search(tmp_path, "folder", root, "--cache-dir", str(tmp_path / "cache"))
@@ -75,7 +66,7 @@ def test_search_on_image_folder(tmp_path, ray_runtime):
     assert len(list((tmp_path / "cache" / "folders").glob("*.pt"))) == 1  # decoded once, for every trial
 
 
-def test_search_on_csv_of_complementary_labels(tmp_path, ray_runtime):
+def test_search_on_csv_of_complementary_labels(tmp_path, shared_ray):
     root = tmp_path / "cll"
     csv_folder(root, n=60)
     settings, runs = search(tmp_path, "folder", root, "--labels", "given", "--cache-dir", str(tmp_path / "cache"))

@@ -1,27 +1,21 @@
-"""A real search end to end: Ray runtime, Optuna study in sqlite, MLflow (sqlite and server)."""
+"""A real search end to end: Ray runtime, Optuna study in sqlite, MLflow (sqlite and server).
+
+The searches are the session's `finished_search` and `server_search` (conftest.py), which other
+tests read too; these tests read them and write only under their own tmp_path.
+"""
 
 import json
 
 import optuna
 import pytest
+from conftest import FINISHED_EPOCHS as EPOCHS
+from conftest import FINISHED_TRIALS
 from mlflow.tracking import MlflowClient
 
 from trainables.core.config import TrainConfig
 from tuner.cli import main
-from tuner.settings import SearchSettings
 
 pytestmark = pytest.mark.slow
-
-EPOCHS = 4
-
-
-def run_search(tmp_path, tracking_uri, name, samples, *extra):
-    argv = ["search", "--space", "all", "--num-samples", str(samples), "--epochs", str(EPOCHS),
-            "--hidden", "32", "--num-cpus", "2", "--grace-period", "1", "--reduction-factor", "2",
-            "--results-dir", str(tmp_path / "results"), "--tracking-uri", tracking_uri,
-            "--experiment", f"test-{name}", "--name", name, *extra]
-    assert main(argv) == 0
-    return SearchSettings.load(tmp_path / "results" / name)
 
 
 def runs_of(client, settings, role):
@@ -31,11 +25,9 @@ def runs_of(client, settings, role):
     )
 
 
-def test_search_end_to_end_sqlite(tmp_path, capsys, ray_shutdown):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    n = 8
-    settings = run_search(tmp_path, uri, "e2e", n, "--register-model", "mixtune-e2e-best")
-    out = capsys.readouterr().out
+def test_search_end_to_end_sqlite(finished_search, tmp_path, capsys):
+    settings, uri, out = finished_search.settings, finished_search.uri, finished_search.out
+    n = FINISHED_TRIALS
     assert f"[{n}/{n} done" in out and "mlflow ui --backend-store-uri" in out
     # the quick start selects on a validation metric from complementary labels, and says so,
     # with the test accuracy of the same trial beside it (a report, not the selection)
@@ -68,7 +60,7 @@ def test_search_end_to_end_sqlite(tmp_path, capsys, ray_shutdown):
     # the parent holds the summary: best metric, best config, plots, the best model
     assert parent.data.metrics["trials"] == n and parent.data.tags["selection_metric"] == "val_scel_ts"
     # with a sqlite store, artifacts live beside the database, not in ./mlruns of the cwd
-    assert parent.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
+    assert parent.info.artifact_uri.startswith((finished_search.root / "mlartifacts").as_uri())
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"best_config.yaml", "space.yaml", "plots"} <= artifacts
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
@@ -114,8 +106,8 @@ def test_search_end_to_end_sqlite(tmp_path, capsys, ray_shutdown):
     assert TrainConfig.from_yaml(ray_yaml) == cfg
 
 
-def test_search_against_mlflow_server(tmp_path, mlflow_server, ray_shutdown):
-    settings = run_search(tmp_path, mlflow_server, "server", 3, "--space", "icm")
+def test_search_against_mlflow_server(server_search, mlflow_server):
+    settings = server_search.settings
     client = MlflowClient(mlflow_server)
     (parent,) = runs_of(client, settings, "search")
     trials = runs_of(client, settings, "trial")

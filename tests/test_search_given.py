@@ -45,7 +45,7 @@ def trials_by_params(settings, uri):
     return out
 
 
-def test_permuting_test_labels_changes_no_selection(tmp_path, capsys, ray_shutdown):
+def test_permuting_test_labels_changes_no_selection(tmp_path, capsys, shared_ray):
     xtr, ytr, xte, yte = digits_arrays()
     cl = three_cls(ytr)
     perm = np.random.default_rng(1).permutation(len(yte))
@@ -71,7 +71,7 @@ def test_permuting_test_labels_changes_no_selection(tmp_path, capsys, ray_shutdo
     assert len(study.trials) == 4 and study.direction == optuna.study.StudyDirection.MINIMIZE
 
 
-def test_search_train_and_export_without_test_labels(tmp_path, capsys, ray_shutdown):
+def test_search_train_and_export_without_test_labels(tmp_path, capsys, shared_ray):
     xtr, ytr, *_ = digits_arrays()
     npz = write(tmp_path / "bare.npz", x_train=xtr, cl_train=three_cls(ytr))
     settings = search(tmp_path, npz, "bare")

@@ -39,7 +39,7 @@ def trial_runs(tmp_path, settings):
         filter_string=f"tags.`mixtune.search` = '{settings.name}' and tags.`mixtune.role` = 'trial'")
 
 
-def test_two_metric_search_front_compare_and_export(tmp_path, capsys, ray_shutdown):
+def test_two_metric_search_front_compare_and_export(tmp_path, capsys, shared_ray):
     settings = search(tmp_path, "front", "--space", "multimix", "--labels", "ordinary",
                       "--metric", "val_acc,val_ece")
     out = capsys.readouterr().out
@@ -90,7 +90,7 @@ def test_two_metric_search_front_compare_and_export(tmp_path, capsys, ray_shutdo
     assert TrainConfig.from_yaml(best).lr == pytest.approx(float(run.data.params["lr"]))
 
 
-def test_warm_start_from_a_search_and_an_exported_config(tmp_path, capsys, ray_shutdown):
+def test_warm_start_from_a_search_and_an_exported_config(tmp_path, capsys, shared_ray):
     first = search(tmp_path, "first", "--space", "icm")
     best = tmp_path / "best.yaml"
     assert main(["export-best", str(first.folder), "-o", str(best)]) == 0

@@ -62,7 +62,7 @@ def test_bad_sampler_or_scheduler_is_one_line(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_stopped_trials_are_pruned_with_every_epoch(tmp_path, ray_shutdown):
+def test_stopped_trials_are_pruned_with_every_epoch(tmp_path, shared_ray):
     name, epochs = "pruned", 4
     argv = ["search", "--space", "icm", "--num-samples", "6", "--max-concurrent", "2", "--epochs", str(epochs),
             "--hidden", "16", "--num-cpus", "2", "--grace-period", "1", "--reduction-factor", "2",

@@ -203,7 +203,7 @@ def test_unknown_space_parameter_lists_the_valid_names(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- a real search, as a new user runs it
 @pytest.mark.slow
-def test_a_search_as_a_new_user_meets_it(tmp_path, monkeypatch, capfd, ray_shutdown):
+def test_a_search_as_a_new_user_meets_it(tmp_path, monkeypatch, capfd, shared_ray):
     """Items 6, 7, 8 and 12 end to end: a pinned flag, a small validation split, compare, export-best."""
     import json
 
