@@ -164,3 +164,34 @@ def test_mlflow_installed_packages_scan():
     assert callable(requirements_utils._init_modules_to_packages_map)
     compat.mlflow_scan_installed_packages()
     assert requirements_utils._MODULES_TO_PACKAGES  # the map log_model reads is built
+
+
+def test_tuner_callbacks_and_the_default_loggers(monkeypatch, tmp_path):
+    """A Tuner's callbacks as compat reads them; Tune's own test of which default loggers it adds,
+    which `without_tensorboard` relies on: none once the variable is set, TensorBoard's otherwise."""
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+    from ray.tune.utils.callback import _create_default_callbacks
+
+    from tuner.execution.assembly import TUNE_AUTO_LOGGERS_ENV, file_loggers, without_tensorboard
+
+    loggers = file_loggers()
+    tuner = tune.Tuner(lambda config: None, run_config=tune.RunConfig(storage_path=str(tmp_path), callbacks=loggers))
+    assert compat.tuner_callbacks(tuner) == loggers
+    assert compat.tuner_callbacks(tune.Tuner(lambda config: None)) == []
+
+    def kinds():
+        return {type(c) for c in _create_default_callbacks(list(loggers))}
+
+    monkeypatch.delenv(TUNE_AUTO_LOGGERS_ENV, raising=False)
+    assert TBXLoggerCallback in kinds()  # Tune's default: ray[tune] installs tensorboardX
+    with without_tensorboard(tuner):
+        assert os.environ[TUNE_AUTO_LOGGERS_ENV] == "1"
+        assert {JsonLoggerCallback, CSVLoggerCallback} <= kinds() and TBXLoggerCallback not in kinds()
+    assert TUNE_AUTO_LOGGERS_ENV not in os.environ  # restored
+    with without_tensorboard(tune.Tuner(lambda config: None)):  # an older search's: Tune's defaults kept
+        assert TUNE_AUTO_LOGGERS_ENV not in os.environ
+    monkeypatch.setenv(TUNE_AUTO_LOGGERS_ENV, "0")  # the user's value holds
+    with without_tensorboard(tuner):
+        assert os.environ[TUNE_AUTO_LOGGERS_ENV] == "0"
+    assert os.environ[TUNE_AUTO_LOGGERS_ENV] == "0"

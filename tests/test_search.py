@@ -8,6 +8,7 @@ import json
 
 import optuna
 import pytest
+import torch
 from conftest import FINISHED_EPOCHS as EPOCHS
 from conftest import FINISHED_TRIALS
 from mlflow.tracking import MlflowClient
@@ -38,6 +39,18 @@ def test_search_end_to_end_sqlite(finished_search, tmp_path, capsys):
     study = optuna.load_study(study_name=settings.study_name, storage=settings.study_storage)
     assert len(study.trials) == n
     assert all(t.value is not None for t in study.trials)
+
+    # each trial's folder: Tune's result.json and progress.csv, no TensorBoard event files (MLflow
+    # is the tracker), at most two checkpoints (num_to_keep), the newest its last epoch's state
+    folders = sorted(settings.folder.glob("trial_*"))
+    assert len(folders) == n
+    for d in folders:
+        assert (d / "result.json").is_file() and (d / "progress.csv").is_file()
+        assert not list(d.glob("events.out.tfevents*")), d.name
+        checkpoints = sorted(d.glob("checkpoint_*"))
+        assert 1 <= len(checkpoints) <= 2 and (checkpoints[-1] / "state.pt").is_file(), d.name
+        last_epoch = json.loads((d / "result.json").read_text().splitlines()[-1])["epoch"]
+        assert torch.load(checkpoints[-1] / "state.pt", weights_only=True)["epoch"] == last_epoch
 
     # MLflow: one parent run, n nested runs with params and per-epoch metric histories
     client = MlflowClient(uri)

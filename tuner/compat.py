@@ -125,6 +125,16 @@ def adopt_trial_class(trial, cls: type) -> None:
     trial.__class__ = cls
 
 
+# ----------------------------------------------------------------------------- Ray Tune: Tuner
+# ray/tune/tuner.py, ray/tune/impl/tuner_internal.py: a Tuner keeps its RunConfig in the
+# TunerInternal it wraps; a restored Tuner has the one it was created with (unpickled).
+
+
+def tuner_callbacks(tuner) -> list:
+    """The callbacks of a (local) Tuner's RunConfig, a restored one's included."""
+    return list(tuner._local_tuner.get_run_config().callbacks or [])
+
+
 # ----------------------------------------------------------------------------- MLflow
 # mlflow/data/dataset.py: `Dataset._to_mlflow_entity()` is what `mlflow.log_input` calls; the
 # client's `log_inputs` takes the entity, and there is no public way to make one.

@@ -82,6 +82,41 @@ class OneLine(logging.Filter):
         return True
 
 
+TUNE_AUTO_LOGGERS_ENV = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
+
+
+def file_loggers() -> list:
+    """Tune's JSON and CSV loggers, passed to the Tuner rather than left for Tune to add.
+
+    mixtune reads each trial's `result.json`, and `progress.csv` is where a Ray user looks.
+    Tune adds its default loggers that the callbacks lack, TensorBoard's among them (ray[tune]
+    installs tensorboardX); with these two passed, `without_tensorboard` turns that off: MLflow
+    is the search's tracker, and the event files cost the driver ~3 ms a result, in the loop
+    every trial waits on (bench/vs_script.py).
+    """
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    return [JsonLoggerCallback(), CSVLoggerCallback()]
+
+
+@contextlib.contextmanager
+def without_tensorboard(tuner):
+    """No default loggers added to the fit of a Tuner that has the file loggers (a new search's,
+    or a resumed one's started since they are passed: an older one keeps Tune's defaults).
+    A value of the variable that the user set holds."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    kinds = {type(c) for c in compat.tuner_callbacks(tuner)}
+    if TUNE_AUTO_LOGGERS_ENV in os.environ or not {JsonLoggerCallback, CSVLoggerCallback} <= kinds:
+        yield
+        return
+    os.environ[TUNE_AUTO_LOGGERS_ENV] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop(TUNE_AUTO_LOGGERS_ENV, None)
+
+
 def trial_dirname(trial) -> str:
     """Short trial folder names (Ray's default repeats every parameter value)."""
     return f"trial_{trial.trial_id}"
@@ -228,7 +263,11 @@ def make_tuner(settings: SearchSettings, space: Callable, dataset: Dataset, call
             name=settings.name,
             storage_path=settings.ray_storage,
             callbacks=callbacks,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Tune snapshots the experiment whenever a trial has saved num_to_keep checkpoints since
+            # the last snapshot (so that the snapshot never names a deleted one): with 1 and a
+            # checkpoint per epoch that is a snapshot per result, in the loop every trial waits
+            # on. 2 halves them for one more checkpoint per trial on disk (bench/vs_script.py).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             verbose=0,
         ),

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from trainables.core.data import Dataset
-from tuner.execution.assembly import RayStart, make_trainable, make_tuner, quiet_logs, start_ray, stop_ray
+from tuner.execution.assembly import (RayStart, file_loggers, make_trainable, make_tuner, quiet_logs, start_ray,
+                                      stop_ray, without_tensorboard)
 from tuner.execution.checks import check_search
 from tuner.report.selection import describe_selection, pick_best
 from tuner.settings import BEST_FILE, FRONT_FILE, STATE_FILE, SearchError, SearchSettings
@@ -190,7 +191,8 @@ def execute(settings: SearchSettings, dataset: Dataset, space: Callable, client,
             if tuner is None:  # a new search, or one stopped before Ray saved anything
                 tuner = make_tuner(settings, space, dataset, callbacks(settings, echo), points or [])
             mark("fit")
-            results = tuner.fit()
+            with without_tensorboard(tuner):
+                results = tuner.fit()
             mark("fit_done")
         except KeyboardInterrupt:  # a second Ctrl-C, or one before Tune's handler was installed
             stopped(settings, outbox, echo)
@@ -242,7 +244,7 @@ def callbacks(settings: SearchSettings, echo) -> list:
 
     return [tracking.MLflowTrials(settings), Progress(settings.metric, settings.mode, settings.num_samples, echo,
                                                           settings.epochs, folder=str(settings.folder)),
-            FaultNotes(echo)]
+            FaultNotes(echo), *file_loggers()]
 
 
 def end_runs(outbox, status: str, state: str, wait: float = 10.0) -> bool:
