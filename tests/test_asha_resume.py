@@ -3,9 +3,9 @@
 Two searches with the same seeds, one trial at a time (so ASHA sees the results in one
 order): the twin runs through; the other's driver is SIGKILLed right after ASHA stopped a
 trial at its first rung (epoch 2) and the progress line said so, before Ray saved that in
-its snapshot, which has the trial running since its first epoch's checkpoint (a
-`sitecustomize` hook kills the driver at that moment; Ray's periodic snapshot is pushed out
-to an hour). To Ray that trial is still running. After `mixtune resume`, every trial has the
+its snapshot (a `sitecustomize` hook kills the driver at that moment). Ray snapshots at the
+end of every step of its loop (`TUNE_GLOBAL_CHECKPOINT_S=0`), so its newest snapshot is the
+one before the step that stopped the trial: to Ray that trial is still running. After `mixtune resume`, every trial has the
 same last epoch and the same metric as in the twin: the trial stopped before the kill is
 stopped at the same result, and later trials meet the same rungs.
 """
@@ -88,7 +88,7 @@ def test_resumed_search_stops_the_trials_its_uninterrupted_twin_stops(tmp_path):
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(KILL_HOOK)
     killed_file = cut / "killed"
-    env = cli_env(cut, TUNE_GLOBAL_CHECKPOINT_S="3600", MIXTUNE_TEST_KILLED=str(killed_file),
+    env = cli_env(cut, TUNE_GLOBAL_CHECKPOINT_S="0", MIXTUNE_TEST_KILLED=str(killed_file),
                   MIXTUNE_TEST_EPOCHS=str(EPOCHS))
     env["PYTHONPATH"] = os.pathsep.join([str(hooks), env["PYTHONPATH"]])
     # the twin runs beside the first part of the other, each on one CPU: results do not depend on timing

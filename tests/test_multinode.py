@@ -235,6 +235,9 @@ def two_nodes(tmp_path, request):
 
 def test_search_spreads_trials_over_two_nodes(tmp_path, two_nodes):
     address, node_ids, guard, mlflow_server, _ = two_nodes
+    # paced epochs (0.5 s each): a trial holds its node's one CPU longer than the other node takes
+    # to start a worker, so two trials run at once, one per node (unpaced, all four once ran on A)
+    (guard / "pace").write_text("0.5")
     name = f"multinode-{uuid.uuid4().hex[:8]}"
     shared = tmp_path / "shared"  # --storage-path: a folder every node reaches
     samples = 4
