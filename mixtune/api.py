@@ -62,7 +62,7 @@ def _settings(search: Search, results_dir: str | os.PathLike) -> SearchSettings:
 
 # ----------------------------------------------------------------------------- search
 def search(space: str | os.PathLike = "all", *, config: TrainConfig | dict | str | os.PathLike | None = None,
-           verbose: Verbose = False, **options: Any) -> SearchResult:
+           verbose: Verbose = False, summary: str = "wait", **options: Any) -> SearchResult:
     """Run a new search, as `mixtune search`; returns its trials and best config when every trial has ended.
 
     space: a preset (icm, multimix, infinite_class, all) or a YAML space file.
@@ -73,6 +73,9 @@ def search(space: str | os.PathLike = "all", *, config: TrainConfig | dict | str
         TrainConfig field as a fixed value (dataset="digits", epochs=3): every trial uses it, and a
         space that searches it no longer does.
     verbose: print the CLI's progress lines and summary (or pass each line to a function).
+    summary: "wait" (default): the search's MLflow summary (parent run metrics, plots, the best
+        model) is sent before this returns; "background": by a `mixtune sync` process of its
+        own, as the CLI does by default (its pid and log are the result's last message).
 
     Ray is started for the search (num_cpus of it) and stopped after it, unless this process
     runs one already (`ray.init` before: the search uses it and leaves it running).
@@ -83,13 +86,32 @@ def search(space: str | os.PathLike = "all", *, config: TrainConfig | dict | str
     lines: list[str] = []
     echo = _echo(verbose, lines)
     with one_line_errors(argument_names()):
+        _summary_mode(summary)
         settings = build_settings(space, config, options)
         try:
-            outcome = run_search(settings, echo)
+            outcome = run_search(settings, echo, summary=summary)
         except KeyboardInterrupt:
             _say_stopped(settings, verbose)
             raise
-        return from_outcome(settings, outcome, lines, echo)
+        return _finish(settings, outcome, lines, echo)
+
+
+def _summary_mode(summary: Any) -> None:
+    from tuner.execution.execute import SUMMARY_MODES
+
+    if summary not in SUMMARY_MODES:
+        raise MixtuneError(f"summary must be one of {', '.join(map(repr, SUMMARY_MODES))}, not {summary!r}")
+
+
+def _finish(settings: SearchSettings, outcome, lines: list[str], echo) -> SearchResult:
+    """The result; a summary held for the background gets its sender now (the search's lock is free)."""
+    from tuner.execution.sync import send_held_summary
+
+    result = from_outcome(settings, outcome, lines, echo)
+    line = send_held_summary(settings, outcome.summary_held)
+    if line:
+        echo(line)
+    return result
 
 
 def _say_stopped(settings: SearchSettings, verbose: Verbose) -> None:
@@ -99,22 +121,24 @@ def _say_stopped(settings: SearchSettings, verbose: Verbose) -> None:
               file=sys.stderr)
 
 
-def resume(search: Search, *, results_dir: str | os.PathLike = RESULTS_DIR, verbose: Verbose = False) -> SearchResult:
+def resume(search: Search, *, results_dir: str | os.PathLike = RESULTS_DIR, verbose: Verbose = False,
+           summary: str = "wait") -> SearchResult:
     """Continue a search whose driver stopped, as `mixtune resume`; a finished one is only read back."""
     from tuner.execution.execute import resume_search
 
     lines: list[str] = []
     echo = _echo(verbose, lines)
     with one_line_errors(argument_names()):
+        _summary_mode(summary)
         settings = _settings(search, results_dir)
         try:
-            outcome = resume_search(settings, echo)
+            outcome = resume_search(settings, echo, summary=summary)
         except KeyboardInterrupt:
             _say_stopped(settings, verbose)
             raise
         if outcome is None:  # it had finished (and said so): its results as they are
             return from_folder(settings, lines)
-        return from_outcome(settings, outcome, lines, echo)
+        return _finish(settings, outcome, lines, echo)
 
 
 def load(search: Search, *, results_dir: str | os.PathLike = RESULTS_DIR) -> SearchResult:

@@ -3,7 +3,7 @@
 Built from what the search's own summary computed (`tuner.execution.execute.SearchOutcome`), or, for
 a search that finished earlier, from its folder: Ray's saved results read back into the
 same trial rows (`tuner.report.summary.trial_rows`), and the best picked by the same rule
-(`tuner.report.selection.pick_best`, `tuner.execution.execute.front_of`). The trial table is the one the
+(`tuner.report.selection.pick_best`, `tuner.report.pareto.front_of`). The trial table is the one the
 search logs on its MLflow parent run (`tuner.tracking.mlflow_meta.trial_table`), with every other
 metric the trials reported beside it.
 """
@@ -149,7 +149,7 @@ def from_folder(settings: SearchSettings, messages: list[str]) -> SearchResult:
     """The result of a finished search, read back from Ray's saved results (no Ray runtime needed)."""
     from ray.tune import ExperimentAnalysis, ResultGrid
 
-    from tuner.execution.execute import front_of
+    from tuner.report.pareto import front_of
     from tuner.report.selection import pick_best
     from tuner.report.summary import trial_rows
 

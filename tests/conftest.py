@@ -26,6 +26,9 @@ import pytest
 # Ray: no token auth in tests; mixtune: a clustering cache private to this test session
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# searches send their MLflow summary before returning, so a test reads it right after; the
+# default (a background sender) has its own test, tests/test_summary_background.py
+os.environ["MIXTUNE_SUMMARY"] = "wait"
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MNIST_DIR = SHARED / "data" / "mnist"

@@ -178,3 +178,27 @@ def optuna_trials(folder: Path, name: str):
     import optuna
 
     return optuna.load_study(study_name=f"mixtune-{name}", storage=f"sqlite:///{folder / 'optuna.db'}").trials
+
+
+def wait_for_exit(pid: int, timeout: float = 180.0) -> None:
+    """Wait for a child of this process to end (a search's summary sender, when the CLI ran in
+    this process), reaping it; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # reaped already (by subprocess' own clean-up)
+            return
+        if done == pid:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the summary's sender (pid {pid}) was still running after {timeout:.0f}s")
+
+
+def summary_sender(out: str) -> int:
+    """The pid of the summary's sender, as a search's last printed line names it."""
+    import re
+
+    found = re.search(r"^MLflow: .* sent by pid (\d+) ", out, re.M)
+    assert found, out[-2000:]
+    return int(found.group(1))

@@ -58,6 +58,8 @@ def test_bad_arguments_are_one_line_errors_before_anything_starts(tmp_path):
     assert "gpus_per_trial > 0" in message and "--" not in message
     assert "bogus" in one_line_error(mixtune.search, "bogus", **where)  # an unknown preset
     assert one_line_error(mixtune.search, "icm", config=3, **where).startswith("config must be a TrainConfig")
+    assert one_line_error(mixtune.search, "icm", summary="later", **where) == \
+        "summary must be one of 'wait', 'background', not 'later'"
     assert one_line_error(mixtune.fit, epochs=0) == "epochs=0 must be >= 1"
     assert one_line_error(mixtune.compare, tmp_path).startswith(f"no search '{tmp_path}' (looked for mixtune.json")
     assert one_line_error(mixtune.load, "nowhere").startswith("no search 'nowhere'")
@@ -85,7 +87,7 @@ def test_every_search_flag_is_a_keyword_argument():
     from tuner.cli import build_parser
 
     flags = set(vars(build_parser().parse_args(["search"]))) - {"command", "func"}  # TrainConfig's are suppressed
-    assert flags - set(search_options()) == {"space", "config"}  # search()'s own parameters
+    assert flags - set(search_options()) == {"space", "config", "summary"}  # search()'s own parameters
 
 
 def test_keyword_arguments_build_the_settings_the_flags_build():

@@ -60,6 +60,27 @@ def test_stratified_split_disjoint_and_complete():
     assert np.array_equal(tr, tr2)
 
 
+def test_digits_read_from_the_file_are_scikit_learns(monkeypatch):
+    """The digits read from scikit-learn's file (no sklearn import) are `load_digits`' to the bit,
+    and so is the fallback through `load_digits` where the file is not found."""
+    import importlib.util
+
+    from sklearn.datasets import load_digits
+
+    from trainables.core import data
+
+    bunch = load_digits()
+    for table in (data.digits_table(), _without_file(monkeypatch, importlib.util, data)):
+        assert table.dtype == np.float64 and table.shape == (1797, 65)
+        assert np.array_equal(table[:, :-1].reshape(-1, 8, 8), bunch.images)
+        assert np.array_equal(table[:, -1].astype(np.int64), bunch.target)
+
+
+def _without_file(monkeypatch, util, data):
+    monkeypatch.setattr(util, "find_spec", lambda name: None)
+    return data.digits_table()
+
+
 def test_dataset_to_returns_copy(digits):
     moved = digits.to("cpu")
     assert moved is not digits and moved.fingerprint == digits.fingerprint

@@ -81,6 +81,25 @@ def test_what_a_driver_could_not_send_is_sent_first_by_the_next(tmp_path):
     assert up.got == [0, 1, 2, 3] and not path.exists()
 
 
+def test_a_held_op_stays_in_the_file_for_the_next_sender(tmp_path):
+    """`hold` (a search's summary, sent by `mixtune sync` in the background): this outbox sends
+    every other op, before and after it, and keeps the file with the held op pending."""
+    path = tmp_path / "o.jsonl"
+    server = Server()
+    box = Outbox(path, server, where="http://x", echo=lambda _: None)
+    box.put({"op": "x", "n": 0})
+    box.hold({"op": "x", "n": 1})
+    box.put({"op": "x", "n": 2})
+    assert box.drain() and box.close() == 0
+    assert server.got == [0, 2] and box.sent == 2 and box.held == 1
+    assert [op["n"] for _, op in pending(path)] == [1]
+
+    later = Server()
+    box = Outbox(path, later, where="http://x", echo=lambda _: None)
+    assert box.inherited == 1 and box.drain() and box.close() == 0
+    assert later.got == [1] and not path.exists()
+
+
 def test_pending_skips_acknowledged_ops(tmp_path):
     path = tmp_path / "o.jsonl"
     path.write_text("\n".join(json.dumps(e) for e in [

@@ -10,6 +10,7 @@ import json
 import optuna
 import pytest
 import yaml
+from fault_tools import summary_sender, wait_for_exit
 from mlflow.tracking import MlflowClient
 
 from trainables.core.config import TrainConfig
@@ -40,9 +41,11 @@ def trial_runs(tmp_path, settings):
 
 
 def test_two_metric_search_front_compare_and_export(tmp_path, capsys, shared_ray):
+    # the summary sent in the background (the CLI's default): rebuilt from Ray's results, front and all
     settings = search(tmp_path, "front", "--space", "multimix", "--labels", "ordinary",
-                      "--metric", "val_acc,val_ece")
+                      "--metric", "val_acc,val_ece", "--summary", "background")
     out = capsys.readouterr().out
+    wait_for_exit(summary_sender(out))
     assert settings.metric == "val_acc,val_ece" and settings.mode == "max,min"
     assert "ASHA stops trials on val_acc alone" in out
     assert "selects on the Pareto front of val_acc (max) and val_ece (min)" in out

@@ -7,6 +7,7 @@ user can fix propagate as one-line exceptions for `cli.main` to print.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from tuner.flags import add_config_flags, config_from_args
@@ -24,11 +25,37 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- search
+SUMMARY_ENV = "MIXTUNE_SUMMARY"  # the default of --summary
+
+
+def summary_mode(args: argparse.Namespace) -> str:
+    """--summary, else $MIXTUNE_SUMMARY, else background; checked before anything is created."""
+    from tuner.errors import UserError
+    from tuner.execution.execute import SUMMARY_MODES
+
+    mode = args.summary or os.environ.get(SUMMARY_ENV) or "background"
+    if mode not in SUMMARY_MODES:
+        raise UserError(f"${SUMMARY_ENV}={mode!r} is not a summary mode; use one of: {', '.join(SUMMARY_MODES)}")
+    return mode
+
+
+def finish(settings, outcome) -> None:
+    """Print the outcome; a summary held for the background starts its sender (the lock is free now)."""
+    from tuner.report.summary_text import print_outcome
+
+    from tuner.execution.sync import send_held_summary
+
+    print_outcome(settings, outcome)
+    line = send_held_summary(settings, outcome.summary_held)
+    if line:
+        print(line)
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from tuner.execution.execute import run_search
-    from tuner.report.summary_text import print_outcome
     from tuner.search.space import search_settings
 
+    summary = summary_mode(args)
     base = config_from_args(args).to_dict()
     given = {k[4:]: base[k[4:]] for k in vars(args) if k.startswith("cfg.")}  # flags beside the space: pinned
     settings = search_settings(
@@ -61,21 +88,21 @@ def cmd_search(args: argparse.Namespace) -> int:
         warm_start_partial=args.warm_start_partial,
         warm_start_other_data=args.warm_start_other_data,
     )
-    outcome = run_search(settings)
-    print_outcome(settings, outcome)
+    outcome = run_search(settings, summary=summary)
+    finish(settings, outcome)
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from tuner.execution.execute import resume_search
     from tuner.settings import SearchSettings
-    from tuner.report.summary_text import print_outcome
 
+    summary = summary_mode(args)
     folder = find_search(args.search, args.results_dir)
     settings = SearchSettings.load(folder)
-    outcome = resume_search(settings)
+    outcome = resume_search(settings, summary=summary)
     if outcome is not None:  # None: the search had finished, and said so
-        print_outcome(settings, outcome)
+        finish(settings, outcome)
     return 0
 
 
@@ -174,15 +201,18 @@ def add_commands(sub) -> None:
     s.add_argument("--search-seed", type=int, default=0, help="seed of the TPE sampler")
     s.add_argument("--register-model", help="register the best model under this name in MLflow")
     s.add_argument("--checkpoint-every", type=int, default=1, help="epochs between trial checkpoints")
+    add_summary_flag(s)
     add_config_flags(s)
     s.set_defaults(func=cmd_search)
 
     r = sub.add_parser("resume", help="continue a search whose driver was stopped or killed")
     r.add_argument("search", help="search folder or name")
     r.add_argument("--results-dir", default="mixtune-results")
+    add_summary_flag(r)
     r.set_defaults(func=cmd_resume)
 
-    y = sub.add_parser("sync", help="send the MLflow writes a search could not send while MLflow was unreachable")
+    y = sub.add_parser("sync", help="send the MLflow writes a search has not sent (MLflow was unreachable, "
+                                    "or its summary is sent in the background)")
     y.add_argument("search", help="search folder or name")
     y.add_argument("--results-dir", default="mixtune-results")
     y.add_argument("--tracking-uri", help="override the search's tracking URI (the server moved)")
@@ -211,3 +241,10 @@ def add_commands(sub) -> None:
                         "metric is within this distance of the front's best second metric")
     e.set_defaults(func=cmd_export_best)
 
+
+def add_summary_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--summary", choices=["background", "wait"], default=None,
+                   help="the search's MLflow summary (parent run metrics, plots, best model): background (default, "
+                        f"or ${SUMMARY_ENV}): sent by a process of its own after the command returns, which prints "
+                        "its pid and log; wait: sent before the command returns. The trials' runs are sent "
+                        "before it returns either way")

@@ -24,6 +24,7 @@ from tuner.report.selection import describe_selection, pick_best
 from tuner.settings import BEST_FILE, FRONT_FILE, STATE_FILE, SearchError, SearchSettings
 
 FINISHED_FILE = "finished.json"  # written when every trial ended: `resume` then changes nothing
+SUMMARY_MODES = ("wait", "background")  # how a search's end sends its summary to MLflow (`summarise`)
 
 
 def mark(phase: str) -> None:
@@ -41,14 +42,16 @@ class SearchOutcome:
     trials: list[dict[str, Any]]  # every trial's summary row
     seconds: float
     front: list[dict[str, Any]] | None = None  # several metrics: the Pareto front's rows (best is None)
+    summary_held: bool = False  # the summary waits in the outbox file for `mixtune sync` (summary="background")
 
 
 class SearchInterrupted(KeyboardInterrupt):
     """The driver was asked to stop (Ctrl-C); the search can be resumed."""
 
 
-def run_search(settings: SearchSettings, echo: Callable[[str], None] = print) -> SearchOutcome:
-    """Check, create, run and summarise a new search."""
+def run_search(settings: SearchSettings, echo: Callable[[str], None] = print,
+               summary: str = "wait") -> SearchOutcome:
+    """Check, create, run and summarise a new search (`summary`: see `summarise`)."""
     mark("run_search")
     if os.environ.get("MIXTUNE_PHASES"):
         import atexit
@@ -66,14 +69,14 @@ def run_search(settings: SearchSettings, echo: Callable[[str], None] = print) ->
         with search_lock(settings.folder, "start"):
             if (settings.folder / STATE_FILE).exists():  # another driver created it meanwhile
                 raise SearchError(f"search {settings.name} already exists in {settings.folder}; use `mixtune resume`")
-            return _create_and_run(settings, checked, echo)
+            return _create_and_run(settings, checked, echo, summary)
 
 
-def _create_and_run(settings: SearchSettings, checked, echo) -> SearchOutcome:
+def _create_and_run(settings: SearchSettings, checked, echo, summary: str) -> SearchOutcome:
     """Ray starts on its own thread while the MLflow parent run and the rest are set up (issue 26)."""
     ray_start = RayStart(settings)
     try:
-        return _create(settings, checked, echo, ray_start)
+        return _create(settings, checked, echo, ray_start, summary)
     except BaseException:
         try:
             if ray_start.wait():
@@ -83,7 +86,7 @@ def _create_and_run(settings: SearchSettings, checked, echo) -> SearchOutcome:
         raise
 
 
-def _create(settings: SearchSettings, checked, echo, ray_start: RayStart) -> SearchOutcome:
+def _create(settings: SearchSettings, checked, echo, ray_start: RayStart, summary: str) -> SearchOutcome:
     from tuner.tracking import callback as tracking
 
     client = tracking.client(settings.tracking_uri)
@@ -109,7 +112,8 @@ def _create(settings: SearchSettings, checked, echo, ray_start: RayStart) -> Sea
         apply(checked.warm, settings)  # the study holds the prior trials before Ray's searcher loads it
     points = checked.warm.points if checked.warm else []
     mark("created")
-    return execute(settings, checked.dataset, checked.space, client, echo, points=points, ray_start=ray_start)
+    return execute(settings, checked.dataset, checked.space, client, echo, points=points, ray_start=ray_start,
+                   summary=summary)
 
 
 def finished(settings: SearchSettings) -> dict[str, Any] | None:
@@ -130,14 +134,15 @@ def finished(settings: SearchSettings) -> dict[str, Any] | None:
     return None
 
 
-def resume_search(settings: SearchSettings, echo: Callable[[str], None] = print) -> SearchOutcome | None:
+def resume_search(settings: SearchSettings, echo: Callable[[str], None] = print,
+                  summary: str = "wait") -> SearchOutcome | None:
     """Continue a stopped search; a finished one is left as it is (None, after one line saying so)."""
     from tuner.execution.lock import search_lock
 
     with search_lock(settings.folder, "resume"):
         done = finished(settings)
         if done is None:
-            return _resume(settings, echo)
+            return _resume(settings, echo, summary)
         from tuner.tracking.outbox import OUTBOX_FILE, pending
 
         if pending(settings.folder / OUTBOX_FILE):  # its end's MLflow writes never got there: send them
@@ -150,7 +155,7 @@ def resume_search(settings: SearchSettings, echo: Callable[[str], None] = print)
         return None
 
 
-def _resume(settings: SearchSettings, echo: Callable[[str], None]) -> SearchOutcome:
+def _resume(settings: SearchSettings, echo: Callable[[str], None], summary: str) -> SearchOutcome:
     with quiet_logs():
         checked = check_search(settings)
         settings = checked.settings
@@ -158,11 +163,12 @@ def _resume(settings: SearchSettings, echo: Callable[[str], None]) -> SearchOutc
 
         client = tracking.client(settings.tracking_uri)
         echo(f"resuming search {settings.name} from {settings.folder}")
-        return execute(settings, checked.dataset, checked.space, client, echo, restore=True)
+        return execute(settings, checked.dataset, checked.space, client, echo, restore=True, summary=summary)
 
 
 def execute(settings: SearchSettings, dataset: Dataset, space: Callable, client, echo,
-            restore: bool = False, points: list | None = None, ray_start: RayStart | None = None) -> SearchOutcome:
+            restore: bool = False, points: list | None = None, ray_start: RayStart | None = None,
+            summary: str = "wait") -> SearchOutcome:
     """Run (or restore and continue) the Tune experiment, then summarise it.
 
     Every MLflow write goes through the search's outbox (`outbox.py`): the loop never waits
@@ -174,9 +180,12 @@ def execute(settings: SearchSettings, dataset: Dataset, space: Callable, client,
     """
     from tuner.tracking import callback as tracking
 
+    if summary not in SUMMARY_MODES:
+        raise SearchError(f"unknown summary mode {summary!r}; one of: {', '.join(SUMMARY_MODES)}")
     start = time.time()
     _freeze_at_exit()
     outbox = tracking.open_outbox(settings, echo)
+    tracking.search_state(settings.folder).summary = summary
     own_ray = False
     try:
         try:
@@ -213,7 +222,8 @@ def execute(settings: SearchSettings, dataset: Dataset, space: Callable, client,
             raise SearchInterrupted()
         # every trial ended: a run the callback could not close (its driver was killed) is closed here
         outbox.put({"op": "close", "status": "KILLED", "state": "KILLED"})
-        return summarise(settings, results, time.time() - start, outbox, echo, stop=stop_ray if own_ray else None)
+        return summarise(settings, results, time.time() - start, outbox, echo, stop=stop_ray if own_ray else None,
+                         summary=summary)
     except BaseException:
         if own_ray and ray_start is None:  # a resumed search's Ray (a new one's: _create_and_run stops it)
             stop_ray()  # now, while quiet_logs still holds: its in-flight trials' errors are the stop's echo
@@ -314,15 +324,6 @@ def storage_problem(settings: SearchSettings, error: BaseException) -> str | Non
     return None
 
 
-def front_of(rows: list[dict[str, Any]], settings: SearchSettings) -> list[dict[str, Any]]:
-    """The Pareto front of the trials, among those that ran every epoch when any did (as pick_best)."""
-    from tuner.report.pareto import pareto_front
-
-    ok = [r for r in rows if r["error"] is None]
-    full = [r for r in ok if r["metrics"].get("epoch") == settings.epochs]
-    return pareto_front(full or ok, settings.metrics, settings.modes)
-
-
 def write_front(settings: SearchSettings, front: list[dict[str, Any]]) -> None:
     """pareto_front.json in the search folder: each member's trial id, searched params and metrics."""
     import json
@@ -370,13 +371,18 @@ def log_search_params(client, settings: SearchSettings) -> None:
 
 
 def summarise(settings: SearchSettings, results, seconds: float, outbox, echo=print,
-              stop: Callable[[], None] | None = None) -> SearchOutcome:
+              stop: Callable[[], None] | None = None, summary: str = "wait") -> SearchOutcome:
     """Best trial -> best_config.yaml, parent run metrics, plots and model; raises if all failed.
 
-    The parent run's summary is the outbox's last op. If MLflow is still down when the outage
-    has lasted `--tracking-outage-limit`, the search ends anyway, with the writes in the outbox
-    file for `mixtune sync` (or `mixtune resume`).
+    The parent run's summary is the outbox's last op. `summary="wait"` sends it before
+    returning; `"background"` holds it in the outbox file (`Outbox.hold`) for a `mixtune sync`
+    the caller starts once the search's lock is released (`sync.send_in_background`): the
+    trials' own writes are still sent before returning, the summary's plots and model (seconds
+    of imports and writes, issue 26) no longer hold the user. If MLflow is still down when the
+    outage has lasted `--tracking-outage-limit`, the search ends anyway, with the writes in the
+    outbox file for `mixtune sync` (or `mixtune resume`).
     """
+    from tuner.report.pareto import front_of
     from tuner.report.summary import log_summary, trial_rows
     from tuner.tracking.callback import redact_uri
 
@@ -394,20 +400,26 @@ def summarise(settings: SearchSettings, results, seconds: float, outbox, echo=pr
         cfg = trial_config(settings.base, best["config"], settings.cpus_per_trial)
         cfg.to_yaml(settings.folder / BEST_FILE)
         best["train_config"] = cfg.to_dict()
-    outbox.apply.summary = lambda op: log_summary(outbox.apply.client, settings, rows, best, op["seconds"], front)
-    outbox.put({"op": "summary", "seconds": seconds})
+    op = {"op": "summary", "seconds": seconds}
+    if summary == "background":
+        outbox.hold(op)
+    else:
+        outbox.apply.summary = lambda op: log_summary(outbox.apply.client, settings, rows, best, op["seconds"], front)
+        outbox.put(op)
     mark_finished(settings, rows, best)
     mark("summary_queued")
     if stop is not None:
         stop()  # Ray's runtime is done with: stopped here while the outbox sends, not at exit
         mark("ray_stopped")
-    if not outbox.drain():
+    sent = outbox.drain()
+    if not sent:
         echo(f"MLflow at {redact_uri(settings.tracking_uri)} has been unreachable for {outbox.down_for:.0f}s "
              f"(--tracking-outage-limit {settings.tracking_outage_limit:g}s): the search is done, and the "
-             f"{len(outbox)} writes MLflow lacks are kept in {outbox.path}; send them with: "
+             f"{len(outbox) + outbox.held} writes MLflow lacks are kept in {outbox.path}; send them with: "
              f"mixtune sync {settings.folder}")
     mark("drained")
-    outcome = SearchOutcome(folder=settings.folder, best=best, trials=rows, seconds=seconds, front=front)
+    outcome = SearchOutcome(folder=settings.folder, best=best, trials=rows, seconds=seconds, front=front,
+                            summary_held=sent and summary == "background")
     if best is None and not front:
         errors = [r["error"] for r in rows if r["error"]]
         first = errors[0] if errors else "no trial reported the metric"

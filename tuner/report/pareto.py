@@ -47,3 +47,11 @@ def pick_within(front: list[dict[str, Any]], metrics: Sequence[str], modes: Sequ
     best_second = max(second)
     near = [r for r, s in zip(front, second) if best_second - s <= within]
     return max(near, key=lambda r: sign[0] * r["metrics"][metrics[0]])
+
+
+def front_of(rows: list[dict[str, Any]], settings) -> list[dict[str, Any]]:
+    """The Pareto front of a search's trial rows (`summary.trial_rows`), among those that ran
+    every epoch when any did (as `selection.pick_best`)."""
+    ok = [r for r in rows if r["error"] is None]
+    full = [r for r in ok if r["metrics"].get("epoch") == settings.epochs]
+    return pareto_front(full or ok, settings.metrics, settings.modes)

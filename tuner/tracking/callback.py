@@ -169,6 +169,7 @@ class SearchState:
     outbox: Outbox | None = None  # every MLflow write of the search (open_outbox)
     trials: dict[str, Any] = field(default_factory=dict)  # Tune trials seen, by id: their errors for the study
     progress: Any = None  # the search's Progress callback: what a stop line reports
+    summary: str = "wait"  # "background": another process sends the summary (no prewarm of its imports here)
 
 
 _SEARCHES: dict[str, SearchState] = {}  # search folder -> its state, while the search runs in this process
@@ -432,8 +433,10 @@ class MLflowTrials(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         from tuner.tracking.prewarm import prewarm
 
-        prewarm()  # the summary's imports, on a thread, from the first result on (once)
-        search_state(self.settings.folder).trials[trial.trial_id] = trial
+        state = search_state(self.settings.folder)
+        if state.summary == "wait":
+            prewarm()  # the summary's imports, on a thread, from the first result on (once)
+        state.trials[trial.trial_id] = trial
         self._open(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         if step <= self._last.get(trial.trial_id, 0):

@@ -19,6 +19,10 @@ write of a search is an *op*, a small JSON dict, put here:
   ignored; anything else ends the thread with its error kept), so `drain` never waits on a
   thread that is not there.
 
+An op may also be *held* (`hold`): written to the file, never sent by this outbox, for
+another process to send (`mixtune sync`, which a search's driver starts in the background to
+send its summary after the command has returned: `tuner/execution/sync.py`).
+
 What the file still holds when a driver ends (the outage outlasted the limit, or the driver
 was killed) is sent first by the search's next driver (`mixtune resume`), or by `mixtune
 sync`. Sending an op twice is harmless: the ops are written so that a repeat changes nothing
@@ -113,6 +117,7 @@ class Outbox:
         self.died: BaseException | None = None  # what ended the sender thread, if not `close`
         self.sent = 0
         self.dropped = 0
+        self.held = 0  # ops written for another process to send (`hold`): the file is kept for them
         if not self._queue:
             self.path.unlink(missing_ok=True)  # nothing pending: a stale file of acks only
 
@@ -125,6 +130,17 @@ class Outbox:
             self._queue.append((seq, op))
             self._cond.notify_all()
             self._start()
+            self._write({"seq": seq, "op": op})
+
+    def hold(self, op: dict[str, Any]) -> None:
+        """Write an op to the file for another process to send; this outbox never sends it.
+
+        Ops put later are sent as usual: a held op must not need them sent first.
+        """
+        with self._cond:
+            seq = self._seq
+            self._seq += 1
+            self.held += 1
             self._write({"seq": seq, "op": op})
 
     def _write(self, entry: dict[str, Any]) -> None:
@@ -225,7 +241,7 @@ class Outbox:
             with self._cond:
                 self._queue.popleft()
                 try:
-                    if self._queue:
+                    if self._queue or self.held:
                         self._write({"ack": seq})
                     else:
                         self.path.unlink(missing_ok=True)
