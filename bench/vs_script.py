@@ -8,9 +8,9 @@ the same space (the `icm` preset with ICM pinned: k, alpha, the CLL loss, lr, we
 stopping, 20 epochs, on digits with complementary labels, each in a fresh process with a fresh
 sqlite MLflow store, run one after the other with the order alternating each round:
 
-- `mixtune`: `mixtune search --space icm --method icm --scheduler none --num-samples 16` (ICM only,
-  as the script; everything it
-  logs: a run per trial with metrics, a parent run, the summary, plots, the best model);
+- `mixtune`: `mixtune search --space icm --method icm --scheduler none --num-samples 16 --summary wait`
+  (ICM only, as the script; everything it logs, before it exits: a run per trial with metrics, a
+  parent run, the summary, plots, the best model);
 - `script`: `bench/user_script.py` (Tune + OptunaSearch + MLflowLoggerCallback, see there).
 
 Figures per side, the median over rounds: `wall` (process start to exit), `training_s` (the
@@ -53,7 +53,7 @@ def run_side(side: str, work: Path, args: argparse.Namespace, name: str) -> dict
     common = ["--num-samples", str(args.num_samples), "--epochs", str(args.epochs), "--tracking-uri", store]
     if side == "mixtune":
         cmd = [sys.executable, "-m", "tuner.cli", "search", "--space", "icm", "--method", "icm", "--scheduler", "none",
-               "--name", name, "--results-dir", str(results), *common]
+               "--summary", "wait", "--name", name, "--results-dir", str(results), *common]
     else:
         cmd = [sys.executable, str(REPO / "bench" / "user_script.py"), "--experiment", name,
                "--storage", str(results), *common]

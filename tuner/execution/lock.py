@@ -18,6 +18,7 @@ import fcntl
 import os
 import shlex
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -49,8 +50,9 @@ def holder(folder: Path) -> str:
 
 
 @contextmanager
-def search_lock(folder: Path, what: str = "use") -> Iterator[None]:
-    """Hold the search folder's lock inside the block; SearchBusy at once if another process has it.
+def search_lock(folder: Path, what: str = "use", wait: float = 0.0) -> Iterator[None]:
+    """Hold the search folder's lock inside the block; SearchBusy if another process has it
+    (at once, or after waiting up to `wait` seconds for it to let go).
 
     The folder must exist. A process may take the lock again while it holds it (the same
     driver calling in twice is not a second driver).
@@ -66,11 +68,16 @@ def search_lock(folder: Path, what: str = "use") -> Iterator[None]:
         raise UserError(f"cannot {what} search {folder.name}: {folder} is not writable "
                         f"({e.strerror or e})") from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SearchBusy(f"cannot {what} search {folder.name}: {folder} is in use by {holder(folder)}; "
-                             "wait for it to end (or stop it), then try again") from None
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise SearchBusy(f"cannot {what} search {folder.name}: {folder} is in use by {holder(folder)}; "
+                                     "wait for it to end (or stop it), then try again") from None
+                time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {_command()}\n".encode(), 0)
         _HELD.add(key)
