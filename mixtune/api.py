@@ -104,11 +104,11 @@ def _summary_mode(summary: Any) -> None:
 
 
 def _finish(settings: SearchSettings, outcome, lines: list[str], echo) -> SearchResult:
-    """The result, and a line naming the summary's background sender when there is one."""
-    from tuner.execution.sync import sender_line
+    """The result; a summary held for the background gets its sender now (the search's lock is free)."""
+    from tuner.execution.sync import send_held_summary
 
     result = from_outcome(settings, outcome, lines, echo)
-    line = sender_line(settings, outcome.summary_sender)
+    line = send_held_summary(settings, outcome.summary_held)
     if line:
         echo(line)
     return result

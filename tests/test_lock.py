@@ -53,31 +53,6 @@ def test_a_second_process_is_refused_and_a_killed_holder_leaves_no_stale_lock(tm
     assert after.returncode == 0 and "nothing to send" in after.stdout, after.stderr
 
 
-def test_sync_wait_lock_waits_for_the_holder_to_let_go(tmp_path):
-    """`mixtune sync --wait-lock S` (the summary's background sender): refused after S seconds
-    while the holder stays, run as soon as the holder ends within them."""
-    settings = SearchSettings(name="s", space="icm", base={"epochs": 1}, results_dir=str(tmp_path / "results"),
-                              tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    settings.folder.mkdir(parents=True)
-    settings.save()
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(settings.folder)], env=cli_env(tmp_path),
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        refused = mixtune(tmp_path, "sync", str(settings.folder), "--wait-lock", "0.5")
-        assert refused.returncode == 2 and f"in use by pid {holder.pid} (" in refused.stderr
-        waiting = subprocess.Popen([sys.executable, "-m", "tuner.cli", "sync", str(settings.folder), "--wait-lock",
-                                    "120"], cwd=tmp_path, env=cli_env(tmp_path), stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
-        time.sleep(1.0)
-        assert waiting.poll() is None  # still waiting for the lock
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
-    out, err = waiting.communicate(timeout=120)
-    assert waiting.returncode == 0 and "nothing to send" in out, err
-
-
 @pytest.mark.slow
 def test_sync_while_the_driver_runs_is_refused(tmp_path):
     """A real `mixtune search` driver holds its folder; `mixtune sync` of it fails in one line naming it."""

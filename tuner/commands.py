@@ -40,12 +40,13 @@ def summary_mode(args: argparse.Namespace) -> str:
 
 
 def finish(settings, outcome) -> None:
-    """Print the outcome, and where the summary's background sender is when there is one."""
-    from tuner.execution.sync import sender_line
+    """Print the outcome; a summary held for the background starts its sender (the lock is free now)."""
     from tuner.report.summary_text import print_outcome
 
+    from tuner.execution.sync import send_held_summary
+
     print_outcome(settings, outcome)
-    line = sender_line(settings, outcome.summary_sender)
+    line = send_held_summary(settings, outcome.summary_held)
     if line:
         print(line)
 
@@ -112,7 +113,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     settings = SearchSettings.load(find_search(args.search, args.results_dir))
     if args.tracking_uri:
         settings.tracking_uri = args.tracking_uri
-    sync_search(settings, wait_lock=args.wait_lock)
+    sync_search(settings)
     return 0
 
 
@@ -215,8 +216,6 @@ def add_commands(sub) -> None:
     y.add_argument("search", help="search folder or name")
     y.add_argument("--results-dir", default="mixtune-results")
     y.add_argument("--tracking-uri", help="override the search's tracking URI (the server moved)")
-    y.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
-                   help="wait up to this long for the process using the search to end (default 0: refuse at once)")
     y.set_defaults(func=cmd_sync)
 
     c = sub.add_parser("compare", help="top trials of a search, from MLflow")

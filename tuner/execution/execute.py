@@ -42,7 +42,7 @@ class SearchOutcome:
     trials: list[dict[str, Any]]  # every trial's summary row
     seconds: float
     front: list[dict[str, Any]] | None = None  # several metrics: the Pareto front's rows (best is None)
-    summary_sender: tuple[int, Path] | None = None  # summary="background": the sender's pid and log file
+    summary_held: bool = False  # the summary waits in the outbox file for `mixtune sync` (summary="background")
 
 
 class SearchInterrupted(KeyboardInterrupt):
@@ -375,10 +375,10 @@ def summarise(settings: SearchSettings, results, seconds: float, outbox, echo=pr
     """Best trial -> best_config.yaml, parent run metrics, plots and model; raises if all failed.
 
     The parent run's summary is the outbox's last op. `summary="wait"` sends it before
-    returning; `"background"` holds it in the outbox file (`Outbox.hold`) and starts a `mixtune
-    sync` that sends it once this driver lets go of the search's lock (`sync.send_in_background`):
-    the trials' own writes are still sent before returning, the summary's plots and model
-    (seconds of imports and writes, issue 26) no longer hold the user. If MLflow is still down when the
+    returning; `"background"` holds it in the outbox file (`Outbox.hold`) for a `mixtune sync`
+    the caller starts once the search's lock is released (`sync.send_in_background`): the
+    trials' own writes are still sent before returning, the summary's plots and model (seconds
+    of imports and writes, issue 26) no longer hold the user. If MLflow is still down when the
     outage has lasted `--tracking-outage-limit`, the search ends anyway, with the writes in the
     outbox file for `mixtune sync` (or `mixtune resume`).
     """
@@ -401,17 +401,12 @@ def summarise(settings: SearchSettings, results, seconds: float, outbox, echo=pr
         cfg.to_yaml(settings.folder / BEST_FILE)
         best["train_config"] = cfg.to_dict()
     op = {"op": "summary", "seconds": seconds}
-    sender = None
     if summary == "background":
-        from tuner.execution.sync import send_in_background
-
         outbox.hold(op)
-        mark_finished(settings, rows, best)
-        sender = send_in_background(settings)  # its imports overlap Ray's stop; it waits for the lock
     else:
         outbox.apply.summary = lambda op: log_summary(outbox.apply.client, settings, rows, best, op["seconds"], front)
         outbox.put(op)
-        mark_finished(settings, rows, best)
+    mark_finished(settings, rows, best)
     mark("summary_queued")
     if stop is not None:
         stop()  # Ray's runtime is done with: stopped here while the outbox sends, not at exit
@@ -424,7 +419,7 @@ def summarise(settings: SearchSettings, results, seconds: float, outbox, echo=pr
              f"mixtune sync {settings.folder}")
     mark("drained")
     outcome = SearchOutcome(folder=settings.folder, best=best, trials=rows, seconds=seconds, front=front,
-                            summary_sender=sender)
+                            summary_held=sent and summary == "background")
     if best is None and not front:
         errors = [r["error"] for r in rows if r["error"]]
         first = errors[0] if errors else "no trial reported the metric"

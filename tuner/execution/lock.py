@@ -18,7 +18,6 @@ import fcntl
 import os
 import shlex
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -50,9 +49,8 @@ def holder(folder: Path) -> str:
 
 
 @contextmanager
-def search_lock(folder: Path, what: str = "use", wait: float = 0.0) -> Iterator[None]:
-    """Hold the search folder's lock inside the block; SearchBusy if another process has it
-    (at once, or after waiting up to `wait` seconds for it to let go).
+def search_lock(folder: Path, what: str = "use") -> Iterator[None]:
+    """Hold the search folder's lock inside the block; SearchBusy at once if another process has it.
 
     The folder must exist. A process may take the lock again while it holds it (the same
     driver calling in twice is not a second driver).
@@ -68,16 +66,11 @@ def search_lock(folder: Path, what: str = "use", wait: float = 0.0) -> Iterator[
         raise UserError(f"cannot {what} search {folder.name}: {folder} is not writable "
                         f"({e.strerror or e})") from None
     try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise SearchBusy(f"cannot {what} search {folder.name}: {folder} is in use by {holder(folder)}; "
-                                     "wait for it to end (or stop it), then try again") from None
-                time.sleep(0.05)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SearchBusy(f"cannot {what} search {folder.name}: {folder} is in use by {holder(folder)}; "
+                             "wait for it to end (or stop it), then try again") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {_command()}\n".encode(), 0)
         _HELD.add(key)

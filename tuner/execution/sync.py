@@ -9,10 +9,9 @@ and model.
 
 `mixtune search` (and `resume`) end the same way by default: the trials' writes are sent
 before the command returns, the summary is held in the file and `send_in_background` starts
-`mixtune sync --wait-lock` in a process of its own as soon as the summary is held, so that the
-summary's plots and model (seconds of imports and MLflow writes) do not hold the user (issue
-26): its imports overlap the driver's end, and it sends once the driver lets go of the
-search's lock. Its output goes to `mlflow-sync.log` in the search folder.
+`mixtune sync` in a process of its own, so that the summary's plots and model (seconds of
+imports and MLflow writes) do not hold the user (issue 26). Its output goes to
+`mlflow-sync.log` in the search folder.
 """
 
 from __future__ import annotations
@@ -49,44 +48,41 @@ def summary_from_ray(settings: SearchSettings, writer: tracking.Writer, op: dict
 
 
 SYNC_LOG = "mlflow-sync.log"
-LOCK_WAIT = 120.0  # seconds the background sender waits for the driver that started it to end
 
 
 def send_in_background(settings: SearchSettings) -> tuple[int, Path]:
-    """Start `mixtune sync --wait-lock` for the search in a process of its own; its pid and log file.
+    """Start `mixtune sync` for the search in a process of its own; returns its pid and log file.
 
-    The process is in a session of its own, so it outlives the command and a Ctrl-C at the
-    shell's prompt; it sends once the driver has let go of the search's lock. If it stops
-    before it is done, what it did not send stays in the outbox file for `mixtune sync`.
+    Called once the search's lock is released (the sync takes it). The process is in a
+    session of its own, so it outlives the command and a Ctrl-C at the shell's prompt; if it
+    stops before it is done, what it did not send stays in the outbox file for `mixtune sync`.
     """
     log = settings.folder / SYNC_LOG
     with open(log, "a") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tuner.cli", "sync", str(settings.folder),
-                                 "--wait-lock", f"{LOCK_WAIT:g}"],
+        proc = subprocess.Popen([sys.executable, "-m", "tuner.cli", "sync", str(settings.folder)],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     return proc.pid, log
 
 
-def sender_line(settings: SearchSettings, sender: tuple[int, Path] | None) -> str | None:
-    """What the command prints of its summary's background sender (None: there is none)."""
-    if sender is None:
+def send_held_summary(settings: SearchSettings, held: bool) -> str | None:
+    """Start the sender of a summary the search held (`summary="background"`) once its lock is
+    free; the line that says where it is (None: nothing was held)."""
+    if not held:
         return None
-    pid, log = sender
+    pid, log = send_in_background(settings)
     return (f"MLflow:       the summary (metrics, plots, best model) is being sent by pid {pid} (log: {log}); "
             f"if it stops: mixtune sync {settings.folder}")
 
 
-def sync_search(settings: SearchSettings, echo: Callable[[str], None] = print, wait_lock: float = 0.0) -> int:
+def sync_search(settings: SearchSettings, echo: Callable[[str], None] = print) -> int:
     """Send the search's pending MLflow writes; returns how many were sent.
 
-    It holds the search folder's lock: a driver still running the search sends its own writes
-    (`wait_lock`: seconds to wait for another process to let go of it, as the background
-    sender a driver starts at its end does).
+    It holds the search folder's lock: a driver still running the search sends its own writes.
     """
     from tuner.execution.lock import search_lock
 
-    with search_lock(settings.folder, "sync", wait=wait_lock):
+    with search_lock(settings.folder, "sync"):
         return _sync(settings, echo)
 
 
