@@ -41,9 +41,8 @@ def summary_mode(args: argparse.Namespace) -> str:
 
 def finish(settings, outcome) -> None:
     """Print the outcome; a summary held for the background starts its sender (the lock is free now)."""
-    from tuner.report.summary_text import print_outcome
-
     from tuner.execution.sync import send_held_summary
+    from tuner.report.summary_text import print_outcome
 
     print_outcome(settings, outcome)
     line = send_held_summary(settings, outcome.summary_held)

@@ -45,6 +45,11 @@ class SearchOutcome:
     summary_held: bool = False  # the summary waits in the outbox file for `mixtune sync` (summary="background")
 
 
+def check_summary_mode(summary: str) -> None:
+    if summary not in SUMMARY_MODES:
+        raise SearchError(f"unknown summary mode {summary!r}; one of: {', '.join(SUMMARY_MODES)}")
+
+
 class SearchInterrupted(KeyboardInterrupt):
     """The driver was asked to stop (Ctrl-C); the search can be resumed."""
 
@@ -52,6 +57,7 @@ class SearchInterrupted(KeyboardInterrupt):
 def run_search(settings: SearchSettings, echo: Callable[[str], None] = print,
                summary: str = "wait") -> SearchOutcome:
     """Check, create, run and summarise a new search (`summary`: see `summarise`)."""
+    check_summary_mode(summary)
     mark("run_search")
     if os.environ.get("MIXTUNE_PHASES"):
         import atexit
@@ -139,6 +145,7 @@ def resume_search(settings: SearchSettings, echo: Callable[[str], None] = print,
     """Continue a stopped search; a finished one is left as it is (None, after one line saying so)."""
     from tuner.execution.lock import search_lock
 
+    check_summary_mode(summary)
     with search_lock(settings.folder, "resume"):
         done = finished(settings)
         if done is None:
@@ -180,8 +187,6 @@ def execute(settings: SearchSettings, dataset: Dataset, space: Callable, client,
     """
     from tuner.tracking import callback as tracking
 
-    if summary not in SUMMARY_MODES:
-        raise SearchError(f"unknown summary mode {summary!r}; one of: {', '.join(SUMMARY_MODES)}")
     start = time.time()
     _freeze_at_exit()
     outbox = tracking.open_outbox(settings, echo)
