@@ -142,6 +142,8 @@ def make_case(name: str, tmp: Path) -> tuple[list[str], str]:
         return ["search", "--address", f"127.0.0.1:{free_port()}"], "is unreachable"
     if name == "malformed_ray_address":
         return ["search", "--address", "not an address"], "is not auto, host:port"
+    if name == "num_cpus_with_ray_address":  # the harness adds --num-cpus 1
+        return ["search", "--address", "auto"], "--num-cpus sizes a Ray runtime of the search's own, but it joins"
     if name == "storage_path_not_writable":
         (d / "afile").write_text("x")
         return ["search", "--storage-path", str(d / "afile" / "ray")], "storage path"
@@ -237,7 +239,7 @@ CASES = [
     "space_malformed_yaml", "space_unknown_param", "space_unknown_preset", "k_larger_than_train_set",
     "searched_k_larger_than_train_set", "num_cl_too_large", "cuda_without_gpus", "unreachable_tracking_uri",
     "tracking_uri_with_password_unreachable", "tracking_sqlite_missing_folder", "tracking_bad_scheme",
-    "unreachable_ray_address", "malformed_ray_address", "storage_path_not_writable", "results_dir_not_writable",
+    "unreachable_ray_address", "malformed_ray_address", "num_cpus_with_ray_address", "storage_path_not_writable", "results_dir_not_writable",
     "name_escapes_results", "name_absolute", "num_samples_zero", "unknown_metric", "val_fraction_too_large",
     "val_fraction_negative", "val_split_too_small", "metric_needs_true_val_labels", "metric_needs_cl",
     "metric_without_val_split", "default_metric_without_val_split", "metric_without_test_labels",

@@ -192,17 +192,21 @@ def start_ray(settings: SearchSettings) -> bool:
         configure_logging=True,
         include_dashboard=False,
     )
-    if settings.address:
+    joined = settings.address or os.environ.get("RAY_ADDRESS")  # a Ray job's driver gets RAY_ADDRESS
+    if joined:  # with --num-cpus refused by the checks
         try:
-            ray.init(address=settings.address, **kwargs)
+            ray.init(address=joined, **kwargs)
         except Exception as e:
-            raise SearchError(f"cannot join Ray at {settings.address}: {str(e).splitlines()[0]}") from None
+            raise SearchError(f"cannot join Ray at {joined}: {str(e).splitlines()[0]}") from None
     else:
         # a local runtime prestarts its workers at init: let them import torch and the core
         # now, while the driver sets the search up, not inside their first trial (seconds per
         # worker; bench/ray_overhead.py). A cluster starts workers on demand, where the hook
         # would only move that time into actor start.
+        # "local": a runtime of its own, also when one started by `ray start` runs on this machine
+        # (plain `ray.init()` would join that one, and refuse num_cpus); --address auto joins it
         ray.init(
+            address="local",
             num_cpus=settings.num_cpus,
             runtime_env={"worker_process_setup_hook": "trainables.trainable.warm_worker"},
             **kwargs,

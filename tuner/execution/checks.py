@@ -122,6 +122,10 @@ def check_search(settings: SearchSettings) -> CheckedSearch:
     check_results_dir(settings.folder)
     check_storage_path(settings.ray_storage)
     check_ray_address(settings.address)
+    joined = settings.address or os.environ.get("RAY_ADDRESS")  # what start_ray joins
+    if joined and joined != "local" and settings.num_cpus is not None:
+        raise SearchError(f"--num-cpus sizes a Ray runtime of the search's own, but it joins the one at {joined} "
+                          "(--address or $RAY_ADDRESS): drop one of them")
     dataset = load_dataset(base)
     # the labels this config asks for exist, and the validation split is large enough
     split = split_and_label(base, dataset)
