@@ -86,7 +86,6 @@ def search(space: str | os.PathLike = "all", *, config: TrainConfig | dict | str
     lines: list[str] = []
     echo = _echo(verbose, lines)
     with one_line_errors(argument_names()):
-        _summary_mode(summary)
         settings = build_settings(space, config, options)
         try:
             outcome = run_search(settings, echo, summary=summary)
@@ -94,13 +93,6 @@ def search(space: str | os.PathLike = "all", *, config: TrainConfig | dict | str
             _say_stopped(settings, verbose)
             raise
         return _finish(settings, outcome, lines, echo)
-
-
-def _summary_mode(summary: Any) -> None:
-    from tuner.execution.execute import SUMMARY_MODES
-
-    if summary not in SUMMARY_MODES:
-        raise MixtuneError(f"summary must be one of {', '.join(map(repr, SUMMARY_MODES))}, not {summary!r}")
 
 
 def _finish(settings: SearchSettings, outcome, lines: list[str], echo) -> SearchResult:
@@ -129,7 +121,6 @@ def resume(search: Search, *, results_dir: str | os.PathLike = RESULTS_DIR, verb
     lines: list[str] = []
     echo = _echo(verbose, lines)
     with one_line_errors(argument_names()):
-        _summary_mode(summary)
         settings = _settings(search, results_dir)
         try:
             outcome = resume_search(settings, echo, summary=summary)

@@ -178,6 +178,13 @@ def stop_ray() -> None:
         ray.shutdown()
 
 
+def address_to_join(settings: SearchSettings) -> str | None:
+    """The Ray runtime a search joins: --address, else $RAY_ADDRESS (a Ray job's driver gets it);
+    None (or "local"): a runtime of its own."""
+    joined = settings.address or os.environ.get("RAY_ADDRESS")
+    return None if not joined or joined == "local" else joined
+
+
 def start_ray(settings: SearchSettings) -> bool:
     """Start (or join) Ray; False when it was running already in this process (then it is not ours)."""
     import ray
@@ -192,7 +199,7 @@ def start_ray(settings: SearchSettings) -> bool:
         configure_logging=True,
         include_dashboard=False,
     )
-    joined = settings.address or os.environ.get("RAY_ADDRESS")  # a Ray job's driver gets RAY_ADDRESS
+    joined = address_to_join(settings)
     if joined:  # with --num-cpus refused by the checks
         try:
             ray.init(address=joined, **kwargs)

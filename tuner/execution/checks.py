@@ -19,6 +19,7 @@ from trainables.core.clustering import default_cache_dir
 from trainables.core.config import TrainConfig
 from trainables.core.data import Dataset, load_dataset
 from trainables.core.split import split_and_label
+from tuner.execution.assembly import address_to_join
 from tuner.tracking.mlflow_meta import describe_data
 from tuner.report.selection import resolve_metrics
 from tuner.settings import SAMPLERS, SCHEDULERS, SearchError, SearchSettings, check_name, default_tracking_uri
@@ -122,8 +123,8 @@ def check_search(settings: SearchSettings) -> CheckedSearch:
     check_results_dir(settings.folder)
     check_storage_path(settings.ray_storage)
     check_ray_address(settings.address)
-    joined = settings.address or os.environ.get("RAY_ADDRESS")  # what start_ray joins
-    if joined and joined != "local" and settings.num_cpus is not None:
+    joined = address_to_join(settings)
+    if joined and settings.num_cpus is not None:
         raise SearchError(f"--num-cpus sizes a Ray runtime of the search's own, but it joins the one at {joined} "
                           "(--address or $RAY_ADDRESS): drop one of them")
     dataset = load_dataset(base)

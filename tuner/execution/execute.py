@@ -47,7 +47,7 @@ class SearchOutcome:
 
 def check_summary_mode(summary: str) -> None:
     if summary not in SUMMARY_MODES:
-        raise SearchError(f"unknown summary mode {summary!r}; one of: {', '.join(SUMMARY_MODES)}")
+        raise SearchError(f"summary must be one of {', '.join(map(repr, SUMMARY_MODES))}, not {summary!r}")
 
 
 class SearchInterrupted(KeyboardInterrupt):
