@@ -48,8 +48,8 @@ from typing import Any
 import torch
 
 from experiments.runner import RUNS_VERSION, compare, data_key, mean_std
-from trainables.core.clustering import Clustering, cluster_features, default_cache_dir, kmeans
-from trainables.core.config import TrainConfig
+from trainables.core.clustering import Clustering, cluster_features, kmeans
+from trainables.core.config import TrainConfig, default_cache_dir
 from trainables.core.data import Dataset, load_dataset
 from trainables.core.files import write_text_atomic
 from trainables.core.fit import fit, prepare

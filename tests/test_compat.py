@@ -195,3 +195,30 @@ def test_tuner_callbacks_and_the_default_loggers(monkeypatch, tmp_path):
     with without_tensorboard(tuner):
         assert os.environ[TUNE_AUTO_LOGGERS_ENV] == "0"
     assert os.environ[TUNE_AUTO_LOGGERS_ENV] == "0"
+
+
+def test_kill_local_monitor_then_stop_leaves_no_process(monkeypatch):
+    """The runtime a search started: its monitor is there, killed first, and `stop_ray` then
+    stops every process `ray.init` started; with no runtime started here, nothing to kill."""
+    import ray
+
+    from tuner.execution.assembly import stop_ray
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    from ray._private import ray_constants, worker
+
+    assert not ray.is_initialized()
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        processes = [info.process for infos in worker._global_node.all_processes.values() for info in infos]
+        monitor = [info.process for info in worker._global_node.all_processes[ray_constants.PROCESS_TYPE_MONITOR]]
+        assert len(monitor) == 1 and monitor[0].poll() is None
+        assert compat.kill_local_monitor() is True
+        assert monitor[0].poll() == -9  # SIGKILL, reaped
+        assert compat.kill_local_monitor() is False  # already gone
+    finally:
+        stop_ray()
+    assert not ray.is_initialized()
+    for process in processes:
+        process.wait(timeout=30)  # each one ends (raises TimeoutExpired otherwise)
+    assert compat.kill_local_monitor() is False  # no runtime started by this process

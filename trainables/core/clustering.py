@@ -17,14 +17,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .config import default_cache_dir
 from .encoder import DEFAULT_SETTINGS as ENCODER_SETTINGS
 from .encoder import encoder_features
 
 CACHE_VERSION = 1  # bump when features or k-means change what a key maps to
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("MIXTUNE_CACHE") or Path.home() / ".cache" / "mixtune")
 
 
 # ----------------------------------------------------------------------------- features

@@ -298,6 +298,11 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+def default_cache_dir() -> Path:
+    """Where clusterings and decoded folders are cached when `cache_dir` is unset."""
+    return Path(os.environ.get("MIXTUNE_CACHE") or Path.home() / ".cache" / "mixtune")
+
+
 def field_types() -> dict[str, type]:
     """Field name -> the plain Python type a value must have (str for `str | None`)."""
     hints = get_type_hints(TrainConfig)

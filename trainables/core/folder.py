@@ -35,8 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .clustering import default_cache_dir
-from .config import TrainConfig
+from .config import TrainConfig, default_cache_dir
 from .errors import DataError
 from .raw import RawSplit, data_dir, split_name, split_one
 

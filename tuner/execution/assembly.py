@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from trainables.core.data import Dataset
 from tuner import compat
 from tuner.settings import SearchError, SearchSettings
+
+if TYPE_CHECKING:
+    from trainables.core.data import Dataset  # torch: imported where a dataset is used
 
 
 # environment variables a search sets while it runs (each only where the user has not), restored after it
@@ -175,6 +177,7 @@ def stop_ray() -> None:
     import ray
 
     if ray.is_initialized():
+        compat.kill_local_monitor()  # else ray.shutdown waits a second for it (compat.py)
         ray.shutdown()
 
 

