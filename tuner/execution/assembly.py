@@ -237,8 +237,9 @@ def make_trainable(settings: SearchSettings, dataset: Dataset):
 
 
 def make_tuner(settings: SearchSettings, space: Callable, dataset: Dataset, callbacks: list,
-               points: list | None = None):
-    """The Tuner; `points` (searched params of exported configs) are evaluated first.
+               points: list | None = None, searcher=None):
+    """The Tuner; `points` (searched params of exported configs) are evaluated first;
+    `searcher`: the search's `make_searcher`, when made already (it needs no Ray).
 
     Several metrics: TPE (Optuna's multi-objective TPE) proposes along their Pareto front,
     and ASHA stops on the first metric alone (it cannot rank on several); the best trial is
@@ -266,7 +267,7 @@ def make_tuner(settings: SearchSettings, space: Callable, dataset: Dataset, call
     return tune.Tuner(
         make_trainable(settings, dataset),
         tune_config=tune.TuneConfig(
-            search_alg=make_searcher(settings, space, points),
+            search_alg=searcher if searcher is not None else make_searcher(settings, space, points),
             scheduler=scheduler,
             num_samples=settings.num_samples,
             max_concurrent_trials=settings.max_concurrent,

@@ -201,6 +201,11 @@ def execute(settings: SearchSettings, dataset: Dataset, space: Callable, client,
     own_ray = False
     try:
         try:
+            searcher = None
+            if not restore:  # the study and its sampler need no Ray: made while Ray is still starting
+                from tuner.search.searcher import make_searcher
+
+                searcher = make_searcher(settings, space, points or [])
             own_ray = ray_start.wait() if ray_start is not None else start_ray(settings)
             mark("ray")
             tuner = None
@@ -210,7 +215,7 @@ def execute(settings: SearchSettings, dataset: Dataset, space: Callable, client,
                 tuner = restore_tuner(settings, make_trainable(settings, dataset), client, echo, outbox)
                 outbox.put({"op": "parent", "status": "RUNNING"})
             if tuner is None:  # a new search, or one stopped before Ray saved anything
-                tuner = make_tuner(settings, space, dataset, callbacks(settings, echo), points or [])
+                tuner = make_tuner(settings, space, dataset, callbacks(settings, echo), points or [], searcher)
             mark("fit")
             with without_tensorboard(tuner):
                 results = tuner.fit()
