@@ -67,11 +67,25 @@ def test_a_search_starts_its_own_runtime_unless_told_to_join(tmp_path):
             _, _, trials = search_runs(uri, name)
             return {r.data.tags["node_id"] for r in trials}
 
+        def head_monitors() -> set[int]:  # the running runtime's autoscaler monitor
+            found = set()
+            for pid in session_members({head.pid}):
+                try:
+                    if b"autoscaler/_private/monitor.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        found.add(pid)
+                except OSError:
+                    pass
+            return found
+
+        monitors = head_monitors()
+        assert monitors, session_members({head.pid})
         # --num-cpus sizes a runtime of the search's own: the running one is not joined
         own = search("own", "--num-cpus", "2")
         assert own and outside not in own
         # --address auto joins it
         assert search("joined", "--address", "auto") == {outside}
+        # a search stops (and kills the monitor of) only a runtime it started
+        assert head_monitors() == monitors
     finally:
         if head.poll() is None:
             os.killpg(head.pid, signal.SIGTERM)

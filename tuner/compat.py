@@ -167,8 +167,8 @@ def cluster_config_checks() -> tuple[Any, Any]:
 
 
 # ----------------------------------------------------------------------------- Ray: a local runtime's processes
-# ray/_private/worker.py `_global_node` (the `Node` that `ray.init` started, None when it joined
-# one), its `all_processes`: {process type: [ProcessInfo with `.process`, a Popen]};
+# ray/_private/worker.py `_global_node` (the `Node` of `ray.init`; connect-only, with no
+# processes, when it joined a runtime), its `all_processes`: {process type: [ProcessInfo with `.process`, a Popen]};
 # ray/_private/ray_constants.py `PROCESS_TYPE_MONITOR`. `ray.shutdown` stops them one by one,
 # each with SIGTERM and up to a second's wait before SIGKILL, and stops the GCS before the
 # autoscaler's monitor, whose SIGTERM handler then writes to the stopped GCS until it is
@@ -179,17 +179,21 @@ def kill_local_monitor() -> bool:
     """SIGKILL the autoscaler monitor of the Ray runtime this process started, as `ray.shutdown`
     does a second later (a single machine has nothing for it to scale); False: none to kill."""
     import signal
+    import subprocess
 
     from ray._private import ray_constants, worker
 
     node = worker._global_node
-    if node is None:
+    if node is None:  # Ray is not running in this process (a joined runtime's node lists no processes)
         return False
     killed = False
     for info in node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []):
         if info.process.poll() is None:
             info.process.send_signal(signal.SIGKILL)
-            info.process.wait(timeout=5)
+            try:
+                info.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # stuck in the kernel: ray.shutdown reaps what it can
+                pass
             killed = True
     return killed
 
