@@ -24,8 +24,7 @@ from typing import Any
 
 import torch
 
-from trainables.core.config import default_cache_dir
-from trainables.core.config import TrainConfig
+from trainables.core.config import TrainConfig, default_cache_dir
 from trainables.core.files import write_text_atomic
 from trainables.core.data import Dataset, load_dataset
 from trainables.core.fit import fit
